@@ -1,0 +1,36 @@
+# mini-decoders: two commands for a fresh machine.
+#   make book   builds the book with every chapter executed (quick profile on CPU, full on GPU)
+#   make test   runs every test: pytest + the notebooks through nbval in the tiny profile
+# Both create (or reuse) a virtual environment in .venv and install what they need into it.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch==2.13.0 is a CPU build on this project's machines. For a CUDA build use e.g.
+#   make TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124" test
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: book test venv clean-book
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e ".[dev,book,dandi]"
+	# nlb-tools pins an old pandas; its evaluation and NWB reader work with the current one
+	$(PY) -m pip install --quiet --no-deps "nlb-tools==0.0.4"
+	touch $(STAMP)
+
+test: $(STAMP)
+	MINI_DECODERS_PROFILE=tiny MPLBACKEND=Agg $(PY) -m pytest -q -p no:cacheprovider \
+		--nbval-lax --nbval-cell-timeout=900 tests notebooks
+
+book: $(STAMP)
+	MPLBACKEND=Agg $(PY) -m jupyter_book build . --keep-going
+	@echo "book: open _build/html/index.html"
+
+clean-book:
+	rm -rf _build
