@@ -1,0 +1,163 @@
+"""The ``mini-decoders`` command line (DESIGN §6).
+
+Every subcommand is a thin layer over the Python API, so anything the command line does a
+notebook can do too. Errors in the user's input are printed as one ``error: ...`` line with a
+non-zero exit code; a traceback is shown only with ``MINI_DECODERS_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _sessions(paths: list[str]):
+    from mini_decoders.data.nwb import read_nwb
+
+    return [read_nwb(p) for p in paths]
+
+
+# ---------------------------------------------------------------------------------- data
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from mini_decoders.data.synth import write_synthetic
+
+    paths = write_synthetic(args.out, n_sessions=args.sessions, seed=args.seed, n_trials=args.trials)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from mini_decoders.data.registry import fetch
+
+    for path in fetch(args.name, cache=args.cache):
+        print(path)
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from mini_decoders.data.nwb import describe_nwb
+
+    print(describe_nwb(args.file))
+    return 0
+
+
+# ---------------------------------------------------------------------------------- runs
+def cmd_train(args: argparse.Namespace) -> int:
+    from mini_decoders.run import train
+
+    run = train(args.model, args.data, profile=args.profile, out=args.out, device=args.device,
+                max_steps=args.max_steps, seed=args.seed, resume=args.resume, progress=not args.quiet)
+    print(f"run written to {run.path}")
+    print(json.dumps(run.metrics.get("mean", {}), indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from mini_decoders.run import load_run
+
+    run = load_run(args.run)
+    path = run.write_predictions(_sessions(args.data), args.out)
+    print(f"predictions written to {path}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mini_decoders.run import load_run
+
+    run = load_run(args.run)
+    scores = run.evaluate(_sessions(args.data), split=args.split)
+    text = json.dumps(scores, indent=2)
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+    print(text)
+    return 0
+
+
+# ---------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mini-decoders", description="Transformers for brain decoding.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="make, fetch or inspect data").add_subparsers(dest="data_command", required=True)
+    synth = data.add_parser("synth", help="write simulated NWB sessions (NLB layout) and their true rates")
+    synth.add_argument("--out", required=True, help="output folder")
+    synth.add_argument("--sessions", type=int, default=3, help="number of sessions (default 3)")
+    synth.add_argument("--trials", type=int, default=None, help="trials per session (default: the simulator's)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=cmd_data_synth)
+    fetch = data.add_parser("fetch", help="download a real dataset by name and verify its checksum")
+    fetch.add_argument("name")
+    fetch.add_argument("--cache", default=None, help="cache folder (default $MINI_DECODERS_DATA or ~/.cache/mini_decoders)")
+    fetch.set_defaults(func=cmd_data_fetch)
+    info = data.add_parser("info", help="summarise an NWB file, or say why it cannot be used")
+    info.add_argument("file")
+    info.set_defaults(func=cmd_data_info)
+
+    train = sub.add_parser("train", help="train a model")
+    train.add_argument("model", help="ridge, gru, smoothing, ndt1, ndt2, mtm, poyo or vq")
+    train.add_argument("--data", nargs="+", required=True, help="NWB files")
+    train.add_argument("--profile", default=None, help="tiny | quick | full | auto (default: $MINI_DECODERS_PROFILE or auto)")
+    train.add_argument("--out", default=None, help="RUN folder (default runs/<model>)")
+    train.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    train.add_argument("--max-steps", type=int, default=None)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--resume", action="store_true", help="continue from the RUN folder's checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    predict = sub.add_parser("predict", help="write PRED.h5 (NLB-style) for every trial")
+    predict.add_argument("run")
+    predict.add_argument("--data", nargs="+", required=True)
+    predict.add_argument("--out", required=True)
+    predict.set_defaults(func=cmd_predict)
+
+    evaluate = sub.add_parser("eval", help="score a run on data (co-bps, fp-bps, vel R², PSTH R²)")
+    evaluate.add_argument("run")
+    evaluate.add_argument("--data", nargs="+", required=True)
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--json", default=None, help="also write the scores to this file")
+    evaluate.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mini_decoders.errors import MiniDecodersError
+
+    args = build_parser().parse_args(argv)
+    debug = os.environ.get("MINI_DECODERS_DEBUG") == "1"
+    try:
+        return args.func(args)
+    except MiniDecodersError as error:
+        if debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as error:
+        if debug:
+            raise
+        print(f"error: {error.strerror or error}: {error.filename}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as error:  # a bug: say so in one line, keep the traceback behind a switch
+        if debug:
+            raise
+        print(f"error: unexpected {type(error).__name__}: {error} (rerun with MINI_DECODERS_DEBUG=1 "
+              "for the traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
