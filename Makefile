@@ -25,11 +25,11 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 test: $(STAMP)
-	MINI_DECODERS_PROFILE=tiny MPLBACKEND=Agg $(PY) -m pytest -q -p no:cacheprovider \
+	MINI_DECODERS_PROFILE=tiny $(PY) -m pytest -q -p no:cacheprovider \
 		--nbval-lax --nbval-cell-timeout=900 tests notebooks
 
 book: $(STAMP)
-	MPLBACKEND=Agg $(PY) -m jupyter_book build . --keep-going
+	$(PY) -m jupyter_book build . --keep-going
 	@echo "book: open _build/html/index.html"
 
 clean-book:
