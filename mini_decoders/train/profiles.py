@@ -1,0 +1,56 @@
+"""Profiles: how big a run is, chosen once for every model.
+
+- ``tiny``: seconds per model; only proves that every cell and command runs (CI).
+- ``quick``: a CPU-sized recipe that really learns (minutes on a laptop); the default on a CPU.
+- ``full``: the paper-scale recipe for a GPU; the default when CUDA is available.
+
+Each model module declares ``CONFIGS = {"tiny": {...}, "quick": {...}, "full": {...}}`` and picks
+its own with ``config_for(CONFIGS, profile)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import torch
+
+from mini_decoders.errors import RunError
+
+PROFILES = ("tiny", "quick", "full")
+PROFILE_ENV_VAR = "MINI_DECODERS_PROFILE"
+
+
+def resolve_profile(profile: str | None = None) -> str:
+    """Name of the profile to use: one of ``PROFILES``.
+
+    Precedence: the explicit ``profile`` argument, else the ``MINI_DECODERS_PROFILE`` environment
+    variable, else ``"auto"``. ``"auto"`` means ``"full"`` when CUDA is available, else ``"quick"``.
+
+    Raises:
+        RunError: the name is not ``auto`` or one of ``PROFILES`` (the message says where it came from).
+    """
+    if profile is not None:
+        name, source = profile, "the profile argument"
+    elif os.environ.get(PROFILE_ENV_VAR, "").strip():
+        name, source = os.environ[PROFILE_ENV_VAR], f"the environment variable {PROFILE_ENV_VAR}"
+    else:
+        name, source = "auto", "the default"
+    name = name.strip().lower()
+    if name == "auto":
+        return "full" if torch.cuda.is_available() else "quick"
+    if name not in PROFILES:
+        raise RunError(f"unknown profile {name!r} (from {source}); expected one of: auto, {', '.join(PROFILES)}")
+    return name
+
+
+def config_for(configs: dict[str, dict], profile: str | None = None) -> dict:
+    """A copy of ``configs[resolve_profile(profile)]`` (a copy, so callers may edit it freely).
+
+    Raises:
+        RunError: the profile is unknown or the model declares no config for it.
+    """
+    name = resolve_profile(profile)
+    if name not in configs:
+        raise RunError(f"no config for profile {name!r}; this model declares: {', '.join(configs) or 'none'}")
+    return copy.deepcopy(configs[name])

@@ -1,0 +1,96 @@
+"""Learning rate over time and over parameters.
+
+Two independent knobs multiply into the learning rate a parameter sees at a step:
+
+    lr(param, step) = lr_at(step, config) * group["lr_mult"]
+
+``lr_at`` is the schedule every model shares (linear warm-up, then cosine decay), and
+``lr_mult`` is a per-group factor, 1.0 by default, that fine-tuning uses to give new parameters a
+higher rate or deeper layers a lower one (layer-wise decay).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+if TYPE_CHECKING:  # the config lives with the Trainer; the schedule only reads its fields
+    from mini_decoders.train.trainer import TrainConfig
+
+
+def lr_at(step: int, config: "TrainConfig") -> float:
+    """Learning rate of optimizer step ``step`` (0-based: the rate used to *take* step ``step``).
+
+    Warm-up: ``lr * (step + 1) / warmup_steps`` for ``step < warmup_steps``, so the first step
+    already moves (a step at rate 0 would be wasted) and step ``warmup_steps - 1`` reaches ``lr``.
+    Then cosine from ``lr`` down to ``lr * min_lr_ratio``, reached at ``step == max_steps`` and
+    held after it (resuming with a larger ``max_steps`` stretches the curve instead).
+    """
+    peak = config.lr
+    floor = config.lr * config.min_lr_ratio
+    if step < config.warmup_steps:
+        return peak * (step + 1) / config.warmup_steps
+    decay_steps = max(1, config.max_steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / decay_steps)
+    return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+def _takes_no_decay(module: nn.Module, param_name: str, param: nn.Parameter) -> bool:
+    # Decay pulls weights towards 0. That is a sensible prior for matrices that mix features,
+    # but not for biases and norm gains (1-D: shifts and scales whose natural value is not 0),
+    # nor for embeddings: a unit or session row is updated only when that unit or session is in
+    # the batch, so decay would keep shrinking rarely seen rows towards nothing between visits.
+    return param.ndim < 2 or (isinstance(module, nn.Embedding) and param_name == "weight")
+
+
+def _named_trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Module, str, nn.Parameter]]:
+    """(full name, owning module, name in module, parameter) for every trainable parameter, once.
+
+    A parameter shared by two modules (tied weights) is listed once, under its first owner.
+    """
+    seen: set[int] = set()
+    found = []
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            full_name = f"{module_name}.{param_name}" if module_name else param_name
+            found.append((full_name, module, param_name, param))
+    return found
+
+
+def lr_mult_groups(model: nn.Module, rules: dict[str, float], weight_decay: float = 0.01) -> list[dict]:
+    """AdamW parameter groups with a learning-rate multiplier chosen by parameter-name prefix.
+
+    Args:
+        model: the model whose trainable parameters are grouped (frozen ones are left out).
+        rules: ``{name_prefix: lr_mult}``; a parameter takes the multiplier of the *longest*
+            prefix its full name (as in ``model.named_parameters()``) starts with, else 1.0.
+            E.g. ``{"readout.": 10.0, "encoder.layers.0.": 0.5}``.
+        weight_decay: applied to matrices; biases, norms and embeddings get 0 (see
+            ``default_param_groups``).
+
+    Returns:
+        list of ``{"params": [...], "lr_mult": float, "weight_decay": float}``, one per distinct
+        (multiplier, decay) pair, in order of first appearance.
+    """
+    prefixes = sorted(rules, key=len, reverse=True)
+    groups: dict[tuple[float, float], dict] = {}
+    for full_name, module, param_name, param in _named_trainable_parameters(model):
+        lr_mult = next((float(rules[p]) for p in prefixes if full_name.startswith(p)), 1.0)
+        decay = 0.0 if _takes_no_decay(module, param_name, param) else float(weight_decay)
+        group = groups.setdefault((lr_mult, decay), {"params": [], "lr_mult": lr_mult, "weight_decay": decay})
+        group["params"].append(param)
+    return list(groups.values())
+
+
+def default_param_groups(model: nn.Module, weight_decay: float = 0.01) -> list[dict]:
+    """Two AdamW groups: decay on weight matrices, none on biases, norms and embeddings.
+
+    Returns:
+        list of ``{"params": [...], "lr_mult": 1.0, "weight_decay": float}`` (empty groups dropped).
+    """
+    return lr_mult_groups(model, {}, weight_decay)
