@@ -48,20 +48,30 @@ def plot_raster(session: Session, trial: int, ax=None, show_regions: bool = True
     return ax
 
 
-def plot_psth(binned: BinnedTrials, unit: int, ax=None, conditions: list[str] | None = None):
-    """Trial-averaged firing rate (Hz) of one unit, one line per condition."""
+def plot_psth(binned: BinnedTrials, unit: int, ax=None, conditions: list[str] | None = None,
+              smooth_sd: float = 0.03):
+    """Trial-averaged firing rate (Hz) of one unit, one line per condition.
+
+    Args:
+        smooth_sd: standard deviation (s) of the Gaussian that smooths each PSTH; 0 = none.
+    """
+    from mini_decoders.metrics import smooth_spikes
+
     ax = _axes(ax)
     conditions = sorted(set(binned.condition.tolist())) if conditions is None else conditions
     time_ms = (np.arange(binned.counts.shape[1]) + 0.5) * binned.bin_size * 1000
     for condition in conditions:
         rows = binned.condition == condition
         counts = np.where(binned.mask[rows], binned.counts[rows, :, unit], np.nan)
-        ax.plot(time_ms, np.nanmean(counts, 0) / binned.bin_size, label=condition, lw=1.2)
+        psth = np.nanmean(counts, 0) / binned.bin_size  # (T,) Hz
+        if smooth_sd > 0:
+            psth = smooth_spikes(psth[:, None], binned.bin_size, smooth_sd)[:, 0]
+        ax.plot(time_ms, psth, label=condition, lw=1.2)
     ax.set_xlabel("time from trial start (ms)")
     ax.set_ylabel("firing rate (Hz)")
     ax.set_title(f"PSTH of unit {unit}", fontsize=9)
     if len(conditions) <= 10:
-        ax.legend(fontsize=7, ncol=2, frameon=False)
+        ax.legend(fontsize=7, ncol=2, frameon=False, title="condition", title_fontsize=7)
     return ax
 
 
