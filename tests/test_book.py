@@ -41,4 +41,4 @@ def test_first_cells_are_colab_badge_and_guarded_install():
         cells = json.loads(notebook.read_text())["cells"]
         assert "colab.research.google.com" in "".join(cells[0]["source"]), notebook.name
         install = "".join(cells[1]["source"])
-        assert "google.colab" in install and "pip install" in install, notebook.name
+        assert "google.colab" in install and re.search(r"pip.{0,10}install", install), notebook.name

@@ -1,0 +1,276 @@
+"""The Run API: RUN folder, load_run round trip, PRED.h5 layout, evaluate, and every refusal."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+import mini_decoders
+from mini_decoders.data.binning import bin_trials
+from mini_decoders.data.nwb import write_nwb
+from mini_decoders.data.session import Session, Units
+from mini_decoders.data.simulate import simulate
+from mini_decoders.errors import RunError
+from mini_decoders.metrics import bits_per_spike
+from mini_decoders.run import FORMAT_VERSION, load_run, train
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Small shared test machines: competing BLAS / intra-op threads are far slower than one.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def sessions():
+    # Unequal trial lengths (0.9-1.1 s), so PRED.h5 padding is exercised.
+    return simulate(n_sessions=2, n_trials=60, n_units=40, seed=1, trial_length=(0.9, 1.1)).sessions
+
+
+@pytest.fixture(scope="module")
+def ridge_run(sessions, tmp_path_factory):
+    return train("ridge", sessions, profile="tiny", out=tmp_path_factory.mktemp("runs") / "ridge", progress=False)
+
+
+@pytest.fixture(scope="module")
+def smoothing_run(sessions, tmp_path_factory):
+    return train("smoothing", sessions, profile="tiny", out=tmp_path_factory.mktemp("runs") / "smoothing",
+                 progress=False)
+
+
+def copy_run(run, destination):
+    destination.mkdir()
+    for name in ("config.json", "checkpoint.pt", "metrics.json"):
+        (destination / name).write_bytes((run.path / name).read_bytes())
+    return destination
+
+
+# ------------------------------------------------------------------ RUN folder and round trip
+
+def test_train_writes_the_three_files_with_the_documented_content(ridge_run, sessions):
+    assert sorted(p.name for p in ridge_run.path.iterdir()) == ["checkpoint.pt", "config.json", "metrics.json"]
+    config = json.loads((ridge_run.path / "config.json").read_text())
+    assert config["model"] == "ridge" and config["profile"] == "tiny"
+    assert config["format_version"] == FORMAT_VERSION and config["package_version"] == mini_decoders.__version__
+    assert config["bin_size"] == 0.02
+    assert [s["id"] for s in config["sessions"]] == [s.id for s in sessions]
+    assert config["sessions"][0]["unit_ids"] == list(sessions[0].units.ids)
+    assert config["sessions"][0]["behavior_dims"] == {"hand_vel": 2}
+    metrics = json.loads((ridge_run.path / "metrics.json").read_text())
+    assert set(metrics["sessions"]) == {s.id for s in sessions}
+    assert metrics["mean"]["vel_r2"] == pytest.approx(np.mean([m["vel_r2"] for m in metrics["sessions"].values()]))
+    assert metrics["params"] == sum(40 * 8 * 2 + 2 for _ in sessions)  # weights + intercept per session
+    assert metrics["train_seconds"] > 0 and metrics["samples_per_second"] > 0
+    # A checkpoint must load without unpickling arbitrary objects.
+    torch.load(ridge_run.path / "checkpoint.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("run_name", ["ridge_run", "smoothing_run"])
+def test_load_run_gives_identical_predictions(run_name, sessions, request):
+    run = request.getfixturevalue(run_name)
+    loaded = load_run(run.path)
+    before, after = run.predict(sessions), loaded.predict(sessions)
+    for session in sessions:
+        assert before[session.id].keys() == after[session.id].keys()
+        for key, value in before[session.id].items():
+            np.testing.assert_array_equal(after[session.id][key], value)
+
+
+def test_training_twice_into_the_same_folder_needs_resume(ridge_run, sessions):
+    with pytest.raises(RunError, match="already holds a run.*resume"):
+        train("ridge", sessions, profile="tiny", out=ridge_run.path, progress=False)
+
+
+def test_train_accepts_nwb_paths(sessions, tmp_path):
+    path = write_nwb(sessions[0], tmp_path / "one.nwb")
+    run = train("ridge", [path], profile="tiny", out=tmp_path / "run", progress=False)
+    np.testing.assert_allclose(run.predict([path])[sessions[0].id]["hand_vel"],
+                               run.predict([sessions[0]])[sessions[0].id]["hand_vel"], rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ PRED.h5
+
+@pytest.mark.parametrize("run_name, datasets", [("ridge_run", {"hand_vel"}),
+                                                ("smoothing_run", {"rates_heldin", "rates_heldout"})])
+def test_pred_h5_layout(run_name, datasets, sessions, request, tmp_path):
+    run = request.getfixturevalue(run_name)
+    path = run.write_predictions(sessions, tmp_path / "PRED.h5")
+    assert [p.name for p in tmp_path.iterdir()] == ["PRED.h5"]  # no temp file left behind
+    with h5py.File(path, "r") as file:
+        assert sorted(file) == sorted(s.id for s in sessions)
+        assert file.attrs["bin_size_s"] == pytest.approx(0.02)
+        for session in sessions:
+            group = file[session.id]
+            assert set(group) == {"trial_id", "split"} | datasets
+            assert group.attrs["bin_size_s"] == pytest.approx(0.02)
+            n_trials = len(session.trials)
+            lengths = np.floor(session.trials.duration / 0.02 + 1e-6).astype(int)
+            assert group["trial_id"].dtype == np.int64
+            np.testing.assert_array_equal(group["trial_id"][()], np.arange(n_trials))
+            assert h5py.check_string_dtype(group["split"].dtype) is not None
+            np.testing.assert_array_equal(group["split"].asstr()[()], session.trials.split)
+            widths = {"hand_vel": 2, "rates_heldin": int((~session.units.heldout).sum()),
+                      "rates_heldout": int(session.units.heldout.sum())}
+            assert len(set(lengths)) > 1, "the fixture should have unequal trials"
+            for name in datasets:
+                values = group[name][()]
+                assert values.dtype == np.float32
+                assert values.shape == (n_trials, lengths.max(), widths[name])
+                real = np.arange(lengths.max())[None, :] < lengths[:, None]
+                assert np.isfinite(values[real]).all()
+                assert np.isnan(values[~real]).all()
+            if "rates_heldout" in datasets:
+                assert (group["rates_heldout"][()][real] >= 0).all()
+
+
+# ------------------------------------------------------------------ evaluate
+
+def test_evaluate_scores_are_finite_and_match_direct_computation(smoothing_run, ridge_run, sessions):
+    scores = smoothing_run.evaluate(sessions)
+    assert scores["split"] == "test"
+    for session in sessions:
+        per_session = scores["sessions"][session.id]
+        assert set(per_session) == {"co_bps", "vel_r2", "psth_r2"}  # no fp_bps: the baseline does not forecast
+        assert all(np.isfinite(v) for v in per_session.values())
+        assert per_session["co_bps"] > 0
+        # co-bps by hand from PRED-style predictions of the test trials
+        binned = bin_trials(session, 0.02, split="test", behavior=())
+        predicted = smoothing_run.predict([session])[session.id]
+        test = predicted["split"] == "test"
+        spikes = np.where(binned.mask[:, :, None], binned.counts, np.nan)[..., session.units.heldout]
+        expected = bits_per_spike(predicted["rates_heldout"][test][:, :spikes.shape[1]], spikes)
+        assert per_session["co_bps"] == pytest.approx(expected, rel=1e-4)
+    assert set(scores["mean"]) == {"co_bps", "vel_r2", "psth_r2"}
+    assert scores["params"] > 0 and scores["train_seconds"] > 0
+    ridge_scores = ridge_run.evaluate(sessions)
+    assert set(ridge_scores["mean"]) == {"vel_r2"}
+    assert ridge_scores["mean"]["vel_r2"] > 0.1
+
+
+# ------------------------------------------------------------------ refusals
+
+def test_unknown_and_unimplemented_model_names(sessions, tmp_path, monkeypatch):
+    from mini_decoders.models import registry
+
+    with pytest.raises(RunError, match=r"unknown model 'lstm'; expected one of: ridge, gru, smoothing, ndt1"):
+        train("lstm", sessions, out=tmp_path / "a", progress=False)
+    # A chapter whose module is not written yet is refused with a friendly message.
+    monkeypatch.setitem(registry.MODEL_MODULES, "vq", "mini_decoders.models.not_written_yet")
+    monkeypatch.setitem(registry.MODELS, "vq", None)
+    with pytest.raises(RunError, match="'vq' is not implemented yet"):
+        train("vq", sessions, out=tmp_path / "b", progress=False)
+    assert registry.get_model("RIDGE").name == "ridge"
+
+
+def test_missing_run_folder_and_missing_config(tmp_path):
+    with pytest.raises(RunError, match="run folder .*nowhere does not exist"):
+        load_run(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunError, match="is not a run folder: config.json is missing"):
+        load_run(tmp_path / "empty")
+
+
+def test_invalid_config_json(ridge_run, tmp_path):
+    folder = copy_run(ridge_run, tmp_path / "run")
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(RunError, match="config.json is not valid JSON"):
+        load_run(folder)
+
+
+def test_corrupt_and_missing_checkpoint(ridge_run, tmp_path):
+    folder = copy_run(ridge_run, tmp_path / "run")
+    data = (folder / "checkpoint.pt").read_bytes()
+    (folder / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(RunError, match="truncated or corrupt"):
+        load_run(folder)
+    (folder / "checkpoint.pt").unlink()
+    with pytest.raises(RunError, match="checkpoint.pt is missing; training did not finish"):
+        load_run(folder)
+
+
+def test_run_from_another_format_version(ridge_run, tmp_path):
+    folder = copy_run(ridge_run, tmp_path / "run")
+    config = json.loads((folder / "config.json").read_text())
+    config["format_version"] = FORMAT_VERSION + 1
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunError, match=rf"format version {FORMAT_VERSION + 1} is not supported.*retrain"):
+        load_run(folder)
+
+
+def test_checkpoint_that_does_not_match_the_config(ridge_run, tmp_path):
+    folder = copy_run(ridge_run, tmp_path / "run")
+    config = json.loads((folder / "config.json").read_text())
+    config["model_config"]["history_bins"] = 4  # a filter of another shape
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunError, match="does not match config.json"):
+        load_run(folder)
+
+
+def test_data_with_other_units_is_refused_with_how_to_adapt(ridge_run, sessions):
+    session = sessions[0]
+    other = Session(session.id, session.spike_times, session.spike_units,
+                    Units([f"new/{i}" for i in range(session.n_units)], session.units.region, session.units.heldout),
+                    session.behavior, session.trials)
+    for call in (ridge_run.predict, ridge_run.evaluate):
+        with pytest.raises(RunError, match="trained on other units.*finetune RUN --data NEW.nwb --mode units"):
+            call([other])
+    renamed = Session("another_day", session.spike_times, session.spike_units,
+                      Units([f"another_day/{i}" for i in range(session.n_units)], session.units.region,
+                            session.units.heldout), session.behavior, session.trials)
+    with pytest.raises(RunError, match="trained on other units.*'another_day' .* is not one of them"):
+        ridge_run.predict([renamed])
+    fewer = session.select_units(np.arange(session.n_units - 1))
+    with pytest.raises(RunError, match="39 units, the run expects 40 .*missing"):
+        ridge_run.predict([fewer])
+
+
+# ------------------------------------------------------------------ GRU through the Run API
+
+def test_gru_run_round_trip(sessions, tmp_path):
+    run = train("gru", sessions, profile="tiny", out=tmp_path / "gru", device="cpu", max_steps=10, progress=False)
+    assert {"vel_r2"} == set(run.metrics["mean"])
+    assert run.metrics["training"]["history"]["steps"] >= 1
+    loaded = load_run(tmp_path / "gru")
+    for session in sessions:
+        np.testing.assert_allclose(loaded.predict([session])[session.id]["hand_vel"],
+                                   run.predict([session])[session.id]["hand_vel"], rtol=1e-6, atol=1e-6)
+
+
+def test_fp_bps_is_scored_for_models_that_forecast(smoothing_run, sessions, tmp_path):
+    from mini_decoders.data.binning import bin_intervals
+    from mini_decoders.models.baselines import SmoothingModel
+    from mini_decoders.run import Run
+
+    class MeanForecast(SmoothingModel):
+        """Smoothing plus a forecast: each unit's mean count per bin, for the 10 bins after a trial."""
+
+        def predict_trials(self, session, binned):
+            out = super().predict_trials(session, binned)
+            mean = session.mean_rates() * binned.bin_size
+            order = np.concatenate([session.units.heldin_index, session.units.heldout_index])
+            out["rates_forward"] = np.broadcast_to(mean[order], (len(binned.starts), 10, len(order))).copy()
+            return out
+
+    model = MeanForecast(smoothing_run.model.specs, smoothing_run.model.config)
+    model.load_state_dict(smoothing_run.model.state_dict())
+    run = Run(None, model, smoothing_run.config)
+    session = sessions[0]
+    scores = run.evaluate([session])["sessions"][session.id]
+    binned = bin_trials(session, 0.02, split="test", behavior=())
+    forecast = model.predict_trials(session, binned)["rates_forward"]
+    future = bin_intervals(session.spike_times, session.spike_units, session.n_units,
+                           binned.starts + binned.lengths * 0.02, 10, 0.02)
+    order = np.concatenate([session.units.heldin_index, session.units.heldout_index])
+    assert scores["fp_bps"] == pytest.approx(bits_per_spike(forecast, future[..., order]), rel=1e-5)
+    # Forecasts are scored, not written: PRED.h5 holds exactly the documented datasets.
+    with h5py.File(run.write_predictions([session], tmp_path / "PRED.h5"), "r") as file:
+        assert set(file[session.id]) == {"trial_id", "split", "rates_heldin", "rates_heldout"}
