@@ -59,6 +59,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from mini_decoders.run import load_run
+
+    run = load_run(args.run).finetune(args.data, mode=args.mode, out=args.out, profile=args.profile,
+                                      max_steps=args.max_steps, seed=args.seed, progress=not args.quiet)
+    print(f"fine-tuned run written to {run.path}")
+    print(json.dumps(run.metrics.get("mean", {}), indent=2))
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from mini_decoders.run import load_run
 
@@ -115,6 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the RUN folder's checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
+
+    finetune = sub.add_parser("finetune", help="adapt a run to new sessions (new units)")
+    finetune.add_argument("run")
+    finetune.add_argument("--data", nargs="+", required=True, help="NWB files of the new session(s)")
+    finetune.add_argument("--mode", choices=["units", "full"], default="units",
+                          help="units: learn only the new unit/session embeddings (unit identification); full: everything")
+    finetune.add_argument("--out", required=True, help="the new RUN folder")
+    finetune.add_argument("--profile", default=None, help="take the fine-tuning recipe of this profile")
+    finetune.add_argument("--max-steps", type=int, default=None)
+    finetune.add_argument("--seed", type=int, default=0)
+    finetune.add_argument("--quiet", action="store_true")
+    finetune.set_defaults(func=cmd_finetune)
 
     predict = sub.add_parser("predict", help="write PRED.h5 (NLB-style) for every trial")
     predict.add_argument("run")

@@ -214,6 +214,65 @@ class Run:
         return path
 
     # ------------------------------------------------------------------ evaluation
+    def finetune(self, sessions: SessionsLike, mode: str = "units", out: str | os.PathLike | None = None, *,
+                 profile: str | None = None, max_steps: int | None = None, seed: int = 0,
+                 progress: bool = True) -> "Run":
+        """Adapt this run to new sessions (new units) and write a new RUN folder.
+
+        Args:
+            sessions: the new sessions (Session objects or NWB paths).
+            mode: ``"units"`` — unit identification: only the new sessions' unit/context
+                embeddings are learned, every other weight stays bit-identical; ``"full"`` — every
+                weight is fine-tuned (new parameters get a higher learning rate).
+            out: the new RUN folder (default ``runs/<model>-finetune-<date-time>``); this run's
+                folder is never modified.
+            profile: take the fine-tuning recipe (``finetune_*`` keys) of this profile instead of
+                the one the run was trained with.
+            max_steps: override the number of fine-tuning steps.
+
+        Returns:
+            A new :class:`Run` that knows the old and the new sessions.
+        """
+        import copy
+
+        if mode not in ("units", "full"):
+            raise RunError(f"finetune mode must be 'units' or 'full', got {mode!r}")
+        if not callable(getattr(self.model, "finetune", None)):
+            able = [name for name in ("ndt2", "poyo", "mtm") if callable(getattr(_model_class_or_none(name), "finetune", None))]
+            raise RunError(f"a {self.model.name!r} run cannot be fine-tuned to new units (it has no shared weights to "
+                           f"keep); train it on the new data instead. Models that adapt: {', '.join(able) or 'none yet'}")
+        sessions = as_sessions(sessions)
+        out = Path(out) if out is not None else Path("runs") / f"{self.model.name}-finetune-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (out / CONFIG_NAME).exists():
+            raise RunError(f"{out} already holds a run ({CONFIG_NAME} exists); choose another --out")
+        if self.path is not None and out.resolve() == Path(self.path).resolve():
+            raise RunError("finetune writes a new RUN folder; --out must differ from the run being adapted")
+        model = copy.deepcopy(self.model)
+        if profile is not None:
+            recipe = config_for(type(model).CONFIGS, resolve_profile(profile))
+            model.config.update({k: v for k, v in recipe.items() if k.startswith("finetune")})
+        if max_steps is not None:
+            model.config["finetune_steps"] = int(max_steps)
+        torch.manual_seed(int(seed))
+        out.mkdir(parents=True, exist_ok=True)
+        config = {**self.config, "sessions": [], "model_config": model.config,
+                  "finetuned_from": str(self.path) if self.path is not None else None, "finetune_mode": mode}
+        started = time.perf_counter()
+        history = model.finetune(sessions, mode, model.config, out_dir=out, progress=progress)
+        train_seconds = time.perf_counter() - started
+        config["sessions"] = [spec.to_dict() for spec in model.specs]
+        config["model_config"] = model.config
+        write_json_atomic(out / CONFIG_NAME, config)
+        _save_run_checkpoint(out, model)
+        history = history if isinstance(history, dict) else {}
+        training = {"train_seconds": train_seconds, "mode": mode,
+                    "samples_per_second": history.get("samples", 0) / max(train_seconds, 1e-9),
+                    "history": _history_summary(history)}
+        run = Run(out, model.cpu(), config, {"training": training})
+        run.metrics = {**run.evaluate(sessions, split="test"), "training": training}
+        write_json_atomic(out / METRICS_NAME, run.metrics)
+        return run
+
     def evaluate(self, sessions: SessionsLike, split: str = "test") -> dict:
         """NLB metrics of the run on the ``split`` trials of each session.
 
@@ -352,6 +411,13 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
     run.metrics = {**scores, "training": training}
     write_json_atomic(out / METRICS_NAME, run.metrics)
     return run
+
+
+def _model_class_or_none(name: str):
+    try:
+        return get_model(name)
+    except RunError:
+        return None
 
 
 def _history_summary(history: dict) -> dict:
