@@ -11,14 +11,11 @@ The Python API mirrors the command line::
 
 __version__ = "0.1.0"
 
-
-def __getattr__(name):
-    # Lazy: `import mini_decoders` stays cheap (no torch import) until a run is needed.
-    if name in {"train", "load_run", "Run"}:
-        from mini_decoders import run
-
-        return getattr(run, name)
-    raise AttributeError(f"module 'mini_decoders' has no attribute {name!r}")
-
+# `mini_decoders.train` is both the training subpackage (DESIGN §2) and the API function
+# (DESIGN §6). Importing `run` first imports the subpackage, which binds the attribute to the
+# module; binding the function afterwards makes `md.train(...)` the function for good (later
+# imports of `mini_decoders.train.*` find the subpackage in sys.modules and do not rebind it).
+from mini_decoders import run as _run  # noqa: E402
+from mini_decoders.run import Run, load_run, train  # noqa: E402
 
 __all__ = ["Run", "__version__", "load_run", "train"]
