@@ -10,12 +10,17 @@ PY := $(VENV)/bin/python
 #   make TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124" test
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# Real recordings: a checkout with ../shared/realdata beside it uses that folder as a pre-filled,
+# read-only download cache (tests never touch the network); otherwise $MINI_DECODERS_DATA or
+# ~/.cache/mini_decoders is used and files are downloaded on first use.
+SHARED_DATA := $(abspath ../shared/realdata)
+DATA_ENV := $(if $(MINI_DECODERS_DATA),,$(if $(wildcard $(SHARED_DATA)),MINI_DECODERS_DATA=$(SHARED_DATA)))
 
 .PHONY: book test venv clean-book
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
@@ -25,11 +30,11 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 test: $(STAMP)
-	MINI_DECODERS_PROFILE=tiny $(PY) -m pytest -q -p no:cacheprovider \
+	$(DATA_ENV) MINI_DECODERS_PROFILE=tiny $(PY) -m pytest -q -p no:cacheprovider \
 		--nbval-lax --nbval-cell-timeout=900 tests notebooks
 
 book: $(STAMP)
-	$(PY) -m jupyter_book build . --keep-going
+	$(DATA_ENV) $(PY) -m jupyter_book build . --keep-going
 	@echo "book: open _build/html/index.html"
 
 clean-book:
