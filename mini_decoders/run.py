@@ -436,7 +436,8 @@ def _save_run_checkpoint(out: Path, net: Decoder) -> None:
     """Add the run's record to ``checkpoint.pt`` (keeping what a Trainer stored there for resuming)."""
     path = out / CHECKPOINT_NAME
     payload = load_checkpoint(path) if path.exists() else {}
-    payload["model"] = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    # non-tensor entries (a vocabulary's ids kept as extra state) are plain python: kept as they are
+    payload["model"] = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in net.state_dict().items()}
     payload["run"] = {"format_version": FORMAT_VERSION, "model": net.name, "extra_state": net.extra_state()}
     save_checkpoint(path, payload)
 

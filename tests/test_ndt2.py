@@ -1,0 +1,257 @@
+"""NDT2 behaviour: patch tokens, the MAE shuffle, context tokens, fine-tuning."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mini_decoders.data.simulate import simulate
+from mini_decoders.models.ndt2 import NDT2, collate_ndt2, random_visible
+from mini_decoders.tokenizers.patches import PatchTokenizer
+
+CONFIG = dict(NDT2.CONFIGS["tiny"], dim=32, neurons_per_token=16, layers=3, heads=2, decoder_layers=1, dropout=0.0,
+              max_steps=4, batch_size=8, val_every=None, finetune_steps=3, log_every=1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny matrices: one thread avoids oversubscription on a busy 2-core runner (10x faster here).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def sessions():
+    # Unit counts that do not fill patches of 16, and differ, so units are padded twice over.
+    return simulate(n_sessions=3, n_trials=40, n_units=(52, 44, 60), seed=3).sessions
+
+
+def make_model(sessions, **overrides):
+    torch.manual_seed(0)
+    model = NDT2.build(sessions, {**CONFIG, **overrides})
+    model._register(sessions, with_velocity=True)
+    return model.eval()
+
+
+def make_batch(model, sessions, n_per_session=3):
+    binned = [model._binned(s, "train", True) for s in sessions]
+    items = model._items(sessions, binned, True)
+    per_session = len(items) // len(sessions)
+    chosen = [items[k * per_session + i] for k in range(len(sessions)) for i in range(n_per_session)]
+    return collate_ndt2(chosen)
+
+
+def heldin_visible(model, batch, ratio=0.5, seed=0):
+    tokens, is_heldout = model.tokens(batch)
+    return random_visible(tokens.real & ~is_heldout, ratio, torch.Generator().manual_seed(seed))
+
+
+def test_patch_embedding_concatenates_per_neuron_rows_and_ignores_padding():
+    tokenizer = PatchTokenizer(dim=8, neurons_per_token=4, max_count=3)
+    counts = torch.tensor([[[0., 5., 2., 9., 1., 7.]]])  # (B=1, T=1, U=6): 2 patches, 2 padded neurons
+    unit_mask = torch.tensor([[True] * 6])
+    tokens = tokenizer.tokenize(counts, unit_mask, torch.ones(1, 1, dtype=torch.bool))
+    assert tokens.counts.tolist() == [[[0, 3, 2, 3], [1, 3, 0, 0]]]  # clamped to max_count, padded with 0
+    assert tokens.channel_mask.tolist() == [[[True] * 4, [True, True, False, False]]]
+    embedded = tokenizer.embed_counts(tokens.counts, tokens.channel_mask)  # (1, 2, 8)
+    table = tokenizer.count_embedding.weight
+    expected = torch.cat([table[1], table[3], torch.zeros(2), torch.zeros(2)])
+    torch.testing.assert_close(embedded[0, 1], expected)
+    # whatever a padded channel holds, the token does not change
+    garbage = tokens.counts.clone()
+    garbage[0, 1, 2:] = 2
+    torch.testing.assert_close(tokenizer.embed_counts(garbage, tokens.channel_mask), embedded)
+
+
+def test_padded_channels_never_reach_loss_or_outputs(sessions):
+    model = make_model(sessions)
+    batch = make_batch(model, sessions)
+    visible = heldin_visible(model, batch)
+    reference = model(batch, visible=visible)
+    assert (~batch["heldin_unit_mask"]).any()  # the batch really has padded units
+    noisy = dict(batch)
+    noisy["heldin"] = batch["heldin"].clone()
+    noisy["heldin"][~batch["heldin_unit_mask"][:, None, :].expand_as(batch["heldin"])] = 7.0
+    out = model(noisy, visible=visible)
+    torch.testing.assert_close(out["log_rates"], reference["log_rates"])
+    assert model.masked_poisson_loss(out) == model.masked_poisson_loss(reference)
+    # and the loss counts exactly the real neurons of hidden tokens
+    tokens = reference["tokens"]
+    n_scored = int((tokens.channel_mask & reference["hidden"][..., None]).sum())
+    real_neurons = batch["heldin_unit_mask"].sum(1) + batch["heldout_unit_mask"].sum(1)  # (B,)
+    assert n_scored < int((real_neurons * batch["time_mask"].sum(1)).sum())
+
+
+def test_encoder_sees_only_the_visible_tokens(sessions):
+    model = make_model(sessions)
+    batch = make_batch(model, sessions)
+    lengths = []
+    model.encoder[0].register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
+    model.train()
+    out = model(batch)  # the MAE mask drawn inside
+    tokens, is_heldout = model.tokens(batch)
+    n_heldin = (tokens.real & ~is_heldout).sum(1)
+    n_visible = torch.floor(n_heldin * (1 - CONFIG["mask_ratio"])).long()
+    assert lengths == [3 + int(n_visible.max())]  # 3 context tokens + the visible tokens, no more
+    assert out["encoder_length"] < tokens.real.shape[1] / 2
+    # every real held-in token that was not visible is scored, and held-out ones always are
+    assert torch.equal(out["hidden"].sum(1), tokens.real.sum(1) - n_visible)
+    assert out["hidden"][is_heldout & tokens.real].all()
+
+
+def test_masked_values_never_leak(sessions):
+    model = make_model(sessions)
+    batch = make_batch(model, sessions)
+    visible = heldin_visible(model, batch)
+    reference = model(batch, visible=visible)
+    tokens = reference["tokens"]
+    # change every hidden held-in count and every held-out count: nothing the model outputs may move
+    n_heldin_tokens = model.tokens(batch)[1].logical_not()[0].sum().item()
+    hidden_heldin = reference["hidden"][:, :n_heldin_tokens]  # (B, T * P_in)
+    n_bins = batch["heldin"].shape[1]
+    neuron_hidden = hidden_heldin.reshape(len(visible), n_bins, -1).repeat_interleave(CONFIG["neurons_per_token"], -1)
+    changed = dict(batch)
+    changed["heldin"] = torch.where(neuron_hidden[..., :batch["heldin"].shape[2]], 3.0, batch["heldin"])
+    changed["heldout"] = batch["heldout"] + 2.0
+    assert not torch.equal(changed["heldin"], batch["heldin"])
+    out = model(changed, visible=visible)
+    torch.testing.assert_close(out["log_rates"], reference["log_rates"])
+    assert not torch.equal(out["tokens"].counts, tokens.counts)  # the targets did change
+
+
+def test_context_tokens_change_predictions(sessions):
+    model = make_model(sessions)
+    batch = make_batch(model, sessions[:1])
+    visible = heldin_visible(model, batch)
+    as_first = model(batch, visible=visible)["log_rates"]
+    other = dict(batch, context=torch.as_tensor(model.context_rows(sessions[1].id)).expand(len(visible), 3))
+    as_second = model(other, visible=visible)["log_rates"]
+    assert (as_first - as_second).abs().max() > 1e-3
+
+
+def test_batch_order_does_not_change_per_sample_outputs(sessions):
+    model = make_model(sessions)
+    batch = make_batch(model, sessions)
+    visible = heldin_visible(model, batch)
+    reference = model(batch, visible=visible, with_behavior=True)
+    permutation = torch.randperm(len(visible), generator=torch.Generator().manual_seed(1))
+    permuted = {k: v[permutation] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    out = model(permuted, visible=visible[permutation], with_behavior=True)
+    torch.testing.assert_close(out["log_rates"], reference["log_rates"][permutation], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["velocity"], reference["velocity"][permutation], atol=1e-5, rtol=1e-5)
+
+
+def test_overfits_one_batch(sessions):
+    model = make_model(sessions[:1], dim=64, layers=2, heads=4)
+    batch = make_batch(model, sessions[:1], n_per_session=4)
+    visible = heldin_visible(model, batch)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    model.train()
+    losses = []
+    for _ in range(120):
+        loss = model.masked_poisson_loss(model(batch, visible=visible))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    # the best constant rate per scored neuron: the loss floor of a model that learned nothing
+    out = model(batch, visible=visible)
+    scored = (out["tokens"].channel_mask & out["hidden"][..., None]).float()
+    counts = out["tokens"].counts.float()
+    mean = ((counts * scored).sum() / scored.sum()).clamp_min(1e-6)
+    constant = float(((mean - counts * torch.log(mean)) * scored).sum() / scored.sum())
+    assert losses[-1] < 0.8 * constant and losses[-1] < 0.5 * losses[0]
+
+
+def test_units_finetuning_changes_only_the_new_context_rows(sessions, tmp_path):
+    model = make_model(sessions[:2])
+    model.fit(sessions[:2], model.config, out_dir=None, progress=False)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    n_sessions_before = len(model.session_vocab)
+    model.finetune([sessions[2]], "units", {"max_steps": 3}, out_dir=tmp_path, progress=False)
+    assert sessions[2].id in model.session_index and len(model.specs) == 3
+    for name, param in model.named_parameters():
+        if name == "session_vocab.weight":
+            assert torch.equal(param[:n_sessions_before], before[name])  # known sessions: untouched
+            assert param.shape[0] == n_sessions_before + 1
+        else:
+            assert torch.equal(param, before[name]), f"{name} changed in units mode"
+    model.eval()
+    predictions = model.predict_trials(sessions[2], model._binned(sessions[2], "test", False))
+    assert predictions["rates_heldout"].shape[-1] == int(sessions[2].units.heldout.sum())
+    assert all(p.requires_grad for p in model.parameters())  # frozen only while fine-tuning
+
+
+def test_units_finetuning_learns_the_new_session_row(sessions):
+    import copy
+
+    model = make_model(sessions[:2])
+    twin = copy.deepcopy(model)
+    torch.manual_seed(5)
+    twin._register([sessions[2]], with_velocity=False)  # draws the new row exactly as finetune will
+    initial = twin.session_vocab.weight[-1].detach()
+    torch.manual_seed(5)
+    model.finetune([sessions[2]], "units", {"max_steps": 3, "lr": 1e-2}, out_dir=None, progress=False)
+    assert model.session_vocab.weight.shape[0] == 3
+    assert (model.session_vocab.weight[-1] - initial).abs().max() > 1e-4
+
+
+def test_layer_wise_lr_decay_multipliers(sessions):
+    model = make_model(sessions)  # 3 encoder layers
+    rules = model.lr_multipliers(new_prefixes=("behavior_",))
+    decay = CONFIG["layer_decay"]
+    assert rules["encoder.2."] == pytest.approx(decay)
+    assert rules["encoder.0."] == pytest.approx(decay ** 3)
+    assert rules["tokenizer."] == pytest.approx(decay ** 4)
+    assert rules["session_vocab."] == rules["behavior_"] == 10.0
+    groups = model.param_groups(rules, 0.01)
+    mult_of = {id(p): g["lr_mult"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert mult_of[id(named["encoder.0.attention.to_qkv.weight"])] == pytest.approx(0.421875)
+    assert mult_of[id(named["encoder.1.feedforward.proj_in.weight"])] == pytest.approx(0.5625)
+    assert mult_of[id(named["tokenizer.count_embedding.weight"])] == pytest.approx(0.31640625)
+    assert mult_of[id(named["decoder.0.attention.to_qkv.weight"])] == 1.0
+    assert mult_of[id(named["behavior_readout.weight"])] == 10.0
+    assert mult_of[id(named["subject_vocab.weight"])] == 10.0
+    decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert decay_of[id(named["session_vocab.weight"])] == 0.0  # context rows are not eroded
+    assert decay_of[id(named["encoder.0.attention.to_qkv.weight"])] == 0.01
+
+
+def test_full_finetuning_decodes_velocity_and_round_trips(sessions, tmp_path):
+    model = make_model(sessions[:2])
+    model.finetune([sessions[2]], "full", {"max_steps": 3}, out_dir=tmp_path, progress=False)
+    assert model.decodes_behavior and model.predicts == {"rates", "hand_vel"}
+    binned = model._binned(sessions[2], "test", True)
+    predictions = model.predict_trials(sessions[2], binned)
+    assert predictions["hand_vel"].shape == binned.behavior["hand_vel"].shape
+    assert np.isfinite(predictions["rates_heldin"]).all() and (predictions["rates_heldin"] > 0).all()
+    # state_dict + extra_state rebuild the same model from the specs (what load_run does)
+    fresh = NDT2(model.specs, model.config)
+    fresh.load_state_dict(model.state_dict())
+    fresh.load_extra_state(model.extra_state())
+    again = fresh.eval().predict_trials(sessions[2], binned)
+    for key in predictions:
+        np.testing.assert_allclose(again[key], predictions[key], rtol=1e-5, atol=1e-6)
+
+
+def test_units_unseen_are_refused_with_a_hint(sessions):
+    model = make_model(sessions[:1])
+    with pytest.raises(Exception, match="finetune"):
+        model.predict_trials(sessions[1], model._binned(sessions[1], "test", False))
+
+
+def test_train_and_load_run_through_the_run_api(sessions, tmp_path, monkeypatch):
+    from mini_decoders.models import registry
+    from mini_decoders.run import load_run, train
+
+    monkeypatch.setitem(registry.MODELS, "ndt2", NDT2)
+    run = train("ndt2", sessions[:2], profile="tiny", out=tmp_path / "run", max_steps=3, progress=False)
+    assert run.metrics["mean"]["co_bps"] is not None and np.isfinite(run.metrics["mean"]["co_bps"])
+    loaded = load_run(tmp_path / "run")
+    first, again = run.predict(sessions[:1]), loaded.predict(sessions[:1])
+    for key in ("rates_heldin", "rates_heldout"):
+        np.testing.assert_allclose(again[sessions[0].id][key], first[sessions[0].id][key], rtol=1e-5, atol=1e-6)
