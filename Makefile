@@ -34,7 +34,7 @@ test: $(STAMP)
 		--nbval-lax --nbval-cell-timeout=900 tests notebooks
 
 book: $(STAMP)
-	$(DATA_ENV) $(PY) -m jupyter_book build . --keep-going
+	$(DATA_ENV) $(VENV)/bin/jupyter-book build . --keep-going
 	@echo "book: open _build/html/index.html"
 
 clean-book:
