@@ -50,17 +50,16 @@ def measure(step, device: torch.device, steps: int) -> tuple[float, float]:
 def torch_brain_step(batch: dict, config: dict, n_units: int, device: torch.device):
     """A forward+backward closure of torch_brain's POYO on ``batch``, or None if not installed."""
     try:
-        from torch_brain.models import POYO as TorchBrainPOYO
-        from torch_brain.registry import ModalitySpec, DataType
+        from torch_brain.models import POYO as TorchBrainPOYO  # API of torch-brain 0.2.x
     except ImportError:
         print("torch_brain is not installed: measuring mini-decoders alone. To compare, install it into a "
               "separate venv: python3 -m venv /tmp/tbvenv && /tmp/tbvenv/bin/pip install torch torch-brain")
         return None
-    readout = ModalitySpec(id=1, dim=2, type=DataType.CONTINUOUS, timestamp_key="", value_key="", loss_fn=None)
     model = TorchBrainPOYO(sequence_length=config["window_length"], latent_step=config["latent_step"],
                            num_latents_per_step=config["latents_per_step"], dim=config["dim"], depth=config["depth"],
                            dim_head=config["dim_head"], cross_heads=config["cross_heads"],
-                           self_heads=config["self_heads"], readout_spec=readout).to(device)
+                           self_heads=config["self_heads"], ffn_dropout=config["ffn_dropout"],
+                           lin_dropout=config["lin_dropout"], atn_dropout=config["atn_dropout"], dim_out=2).to(device)
     model.unit_emb.initialize_vocab([str(u) for u in range(n_units)])
     model.session_emb.initialize_vocab(["s"])
     n_steps = int(round(config["window_length"] / config["latent_step"]))
@@ -70,8 +69,7 @@ def torch_brain_step(batch: dict, config: dict, n_units: int, device: torch.devi
                     + config["latent_step"] / 2)[None].expand(size, -1).to(device)
     inputs = dict(input_unit_index=batch["input_rows"] % n_units, input_timestamps=batch["input_times"],
                   input_token_type=batch["input_types"], input_mask=batch["input_mask"], latent_index=latent_index,
-                  latent_timestamps=latent_times, output_session_index=torch.zeros_like(batch["query_times"],
-                                                                                         dtype=torch.long),
+                  latent_timestamps=latent_times, session_index=torch.zeros(size, dtype=torch.long),
                   output_timestamps=batch["query_times"], output_mask=torch.ones_like(batch["query_times"],
                                                                                         dtype=torch.bool))
     inputs = {k: v.to(device) for k, v in inputs.items()}
@@ -91,6 +89,7 @@ def main() -> None:
     parser.add_argument("--profile", default="quick", choices=list(POYO.CONFIGS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--which", choices=["both", "ours", "theirs"], default="both")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -103,20 +102,48 @@ def main() -> None:
     tokens = int(batch["input_mask"].sum())
 
     def ours():
-        loss, _ = model.training_loss(batch)
-        loss.backward()
+        # the same work as the yardstick's step: forward, a scalar of the velocity output, backward
+        output = model(batch)["hand_vel"]
+        output.float().pow(2).mean().backward()
         model.zero_grad(set_to_none=True)
 
-    seconds, memory = measure(ours, device, args.steps)
-    print(f"config {args.profile}: dim {config['dim']}, depth {config['depth']}, latents "
-          f"{len(model.latent_times)}, batch {args.batch} windows, {tokens} tokens")
-    print(f"mini-decoders POYO: {args.batch / seconds:8.1f} windows/s  {tokens / seconds:10.0f} tokens/s  "
-          f"peak {memory:8.1f} MB  ({model.num_parameters()} parameters)")
+    if args.which == "both":
+        # One process per model: on a CPU, peak memory is the process's peak RSS, so each model
+        # must be measured in a process of its own for the two numbers to mean anything.
+        import subprocess
+        import sys
+
+        results = {}
+        for which in ("ours", "theirs"):
+            command = [sys.executable, __file__, "--which", which] + [f"--{k}={v}" for k, v in
+                                                                      (("steps", args.steps), ("batch", args.batch),
+                                                                       ("profile", args.profile), ("device", args.device),
+                                                                       ("threads", args.threads))]
+            output = subprocess.run(command, capture_output=True, text=True).stdout
+            print(output, end="")
+            for line in output.splitlines():
+                if line.startswith("RESULT"):
+                    _, name, seconds, memory = line.split()
+                    results[name] = (float(seconds), float(memory))
+        if len(results) == 2:
+            (ours_s, ours_mb), (theirs_s, theirs_mb) = results["ours"], results["theirs"]
+            print(f"ratio ours/torch_brain: throughput {theirs_s / ours_s:.2f}x, peak memory {ours_mb / theirs_mb:.2f}x")
+        return
+    if args.which == "ours":
+        seconds, memory = measure(ours, device, args.steps)
+        print(f"config {args.profile}: dim {config['dim']}, depth {config['depth']}, latents "
+              f"{len(model.latent_times)}, batch {args.batch} windows, {tokens} tokens")
+        print(f"mini-decoders POYO: {args.batch / seconds:8.1f} windows/s  {tokens / seconds:10.0f} tokens/s  "
+              f"peak {memory:8.1f} MB  ({model.num_parameters()} parameters)")
+        print(f"RESULT ours {seconds} {memory}")
+        return
     theirs = torch_brain_step(batch, config, session.n_units, device)
     if theirs is not None:
-        their_seconds, their_memory = measure(theirs, device, args.steps)
-        print(f"torch_brain POYO:   {args.batch / their_seconds:8.1f} windows/s  peak {their_memory:8.1f} MB")
-        print(f"ratio ours/theirs: throughput {their_seconds / seconds:.2f}x, peak memory {memory / their_memory:.2f}x")
+        del model
+        seconds, memory = measure(theirs, device, args.steps)
+        print(f"torch_brain POYO:   {args.batch / seconds:8.1f} windows/s  {tokens / seconds:10.0f} tokens/s  "
+              f"peak {memory:8.1f} MB")
+        print(f"RESULT theirs {seconds} {memory}")
 
 
 if __name__ == "__main__":

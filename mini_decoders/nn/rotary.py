@@ -49,9 +49,15 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, invert: bool = False) -> T
 
     Args:
         x: ``(B, H, N, D)`` (any shape that ``cos``/``sin`` broadcast to).
-        cos, sin: broadcastable to ``x``, e.g. ``(B, 1, N, D)``.
+        cos, sin: broadcastable to ``x``, e.g. ``(B, 1, N, R)`` with ``R <= D`` even: only the
+            first ``R`` dimensions of ``x`` are rotated, the others pass through unchanged
+            (POYO rotates half of each head; skipping the rest saves a third of the work).
         invert: rotate by the negated angles (undoes a rotation).
     """
+    rotate_dim = cos.shape[-1]
+    if rotate_dim < x.shape[-1]:
+        rotated = apply_rotary(x[..., :rotate_dim], cos, sin, invert)
+        return torch.cat((rotated, x[..., rotate_dim:]), dim=-1)
     compute_dtype = torch.promote_types(x.dtype, torch.float32)
     with torch.autocast(device_type=x.device.type, enabled=False):
         x_compute = x.to(compute_dtype)
@@ -128,14 +134,15 @@ class RotaryTimeEmbedding(nn.Module):
             return angles.repeat_interleave(2, dim=-1)  # (..., N, dim_head)
 
     def cos_sin(self, times: Tensor) -> RotaryCosSin:
-        """``(cos, sin)`` of the angles, shaped ``(B, 1, N, dim_head)`` to broadcast over heads.
+        """``(cos, sin)`` of the angles of the rotated dimensions, shaped ``(B, 1, N, rotate_dim)``
+        to broadcast over heads (the other ``dim_head - rotate_dim`` dimensions are not rotated).
 
         Compute them once per forward pass and hand them to every attention layer.
 
         Args:
             times: ``(B, N)`` seconds.
         """
-        angles = self.angles(times).unsqueeze(1)  # (B, 1, N, dim_head)
+        angles = self.angles(times)[..., : self.rotate_dim].unsqueeze(1)  # (B, 1, N, rotate_dim)
         return angles.cos(), angles.sin()
 
     def rotate(self, x: Tensor, times: Tensor, invert: bool = False) -> Tensor:
