@@ -453,3 +453,12 @@ def test_bf16_autocast_on_cpu_trains():
     losses = history.values("loss")[1]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast keeps fp32 master weights
+
+
+def test_train_config_from_model_config_takes_only_training_keys():
+    from mini_decoders.train.trainer import TrainConfig
+
+    config = TrainConfig.from_model_config({"dim": 64, "lr": 3e-3, "max_steps": 7, "batch_size": 64},
+                                           batch_size=8, monitor="val_r2")
+    assert (config.lr, config.max_steps, config.batch_size, config.monitor) == (3e-3, 7, 8, "val_r2")
+    assert not hasattr(config, "dim")

@@ -451,11 +451,10 @@ class GRUDecoder(Decoder):
                 scores.append(r2_score(predicted, binned.behavior[BEHAVIOR]))
             return {"val_r2": float(np.mean(scores))}
 
-        keys = ("max_steps", "lr", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip", "precision",
-                "device", "seed", "log_every", "val_every", "early_stopping_patience", "checkpoint_every", "num_workers")
-        train_config = TrainConfig(**{k: self.config[k] for k in keys if k in self.config},
-                                   batch_size=min(int(self.config["batch_size"]), len(train_items)),
-                                   monitor="val_r2", monitor_mode="max")
+        train_config = TrainConfig.from_model_config(
+            self.config,
+            batch_size=min(int(self.config["batch_size"]), len(train_items)),
+            monitor="val_r2", monitor_mode="max")
         trainer = Trainer(self, train_items, collate_trials, train_config, out_dir=out_dir,
                           val_fn=validate if val_sets else None, progress=progress,
                           run_config={"model": self.name})

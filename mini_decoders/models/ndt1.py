@@ -256,11 +256,10 @@ class NDT1(Decoder):
                 scores.append(bits_per_spike(predicted, binned.counts[..., spec.heldout_index][binned.mask]))
             return {"val_co_bps": float(np.mean(scores))}
 
-        keys = ("max_steps", "lr", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip", "precision",
-                "device", "seed", "log_every", "val_every", "early_stopping_patience", "checkpoint_every", "num_workers")
-        train_config = TrainConfig(**{k: self.config[k] for k in keys if k in self.config},
-                                   batch_size=min(int(self.config["batch_size"]), len(train_items)),
-                                   monitor="val_co_bps", monitor_mode="max")
+        train_config = TrainConfig.from_model_config(
+            self.config,
+            batch_size=min(int(self.config["batch_size"]), len(train_items)),
+            monitor="val_co_bps", monitor_mode="max")
         trainer = Trainer(self, train_items, collate_trials, train_config, out_dir=out_dir,
                           val_fn=validate if val_sets else None, progress=progress, run_config={"model": self.name})
         started = time.perf_counter()

@@ -408,11 +408,10 @@ class NDT2(Decoder):
                 best["score"], best["state"] = scores["val_score"], copy.deepcopy(nn.Module.state_dict(model))
             return scores
 
-        keys = ("max_steps", "lr", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip", "precision",
-                "device", "seed", "log_every", "val_every", "early_stopping_patience", "checkpoint_every", "num_workers")
-        train_config = TrainConfig(**{k: config[k] for k in keys if k in config},
-                                   batch_size=min(int(config["batch_size"]), len(items)),
-                                   monitor="val_score", monitor_mode="max", restore_best=False)
+        train_config = TrainConfig.from_model_config(
+            config,
+            batch_size=min(int(config["batch_size"]), len(items)),
+            monitor="val_score", monitor_mode="max", restore_best=False)
         trainer = _VocabSafeTrainer(self, items, collate_ndt2, train_config, out_dir=out_dir,
                                     val_fn=validate if val_sets else None, param_groups=param_groups,
                                     progress=progress, run_config={"model": self.name})

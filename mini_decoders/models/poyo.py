@@ -297,12 +297,11 @@ class POYO(Decoder):
             return scores
 
         monitor = "val_r2" if any_velocity else "val_condition_accuracy"
-        keys = ("lr", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip", "precision", "device", "seed",
-                "log_every", "val_every", "early_stopping_patience", "checkpoint_every", "num_workers")
-        train_config = TrainConfig(**{k: cfg[k] for k in keys if k in cfg},
-                                   max_steps=int(steps if steps is not None else cfg["max_steps"]),
-                                   batch_size=min(int(cfg["batch_size"]), len(dataset)),
-                                   monitor=monitor, monitor_mode="max")
+        train_config = TrainConfig.from_model_config(
+            cfg,
+            max_steps=int(steps if steps is not None else cfg["max_steps"]),
+            batch_size=min(int(cfg["batch_size"]), len(dataset)),
+            monitor=monitor, monitor_mode="max")
         groups = param_groups if param_groups is not None else poyo_param_groups(self, train_config.weight_decay)
         trainer = Trainer(self, dataset, dataset.collate, train_config, out_dir=out_dir,
                           val_fn=validate if val_sets else None, param_groups=groups, progress=progress,

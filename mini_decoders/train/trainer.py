@@ -74,6 +74,18 @@ class TrainConfig:
     # that is what early stopping promises, and what predict/eval should use.
     restore_best: bool = True
 
+    @classmethod
+    def from_model_config(cls, model_config: dict, **overrides) -> "TrainConfig":
+        """The training keys of a model's config (one of its ``CONFIGS`` profiles), plus overrides.
+
+        A model config mixes architecture (``dim``, ``depth``) and training (``lr``,
+        ``max_steps``); only the fields of this class are taken, so models need not list them.
+        """
+        fields = {name for name in cls.__dataclass_fields__}
+        values = {key: value for key, value in model_config.items() if key in fields}
+        values.update(overrides)
+        return cls(**values)
+
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "log_every"):
             if getattr(self, name) < 1:
