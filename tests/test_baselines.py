@@ -7,7 +7,6 @@ import pytest
 import torch
 from sklearn.linear_model import PoissonRegressor, Ridge, RidgeCV
 from sklearn.metrics import r2_score as sklearn_r2
-from threadpoolctl import threadpool_limits
 
 from mini_decoders.data.binning import bin_trials
 from mini_decoders.data.simulate import simulate
@@ -17,15 +16,7 @@ from mini_decoders.models.baselines import (GRUDecoder, RidgeDecoder, SmoothingM
                                             fit_poisson_glm, ridge_path)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The test machines are small and shared: intra-op threads fighting over 2 cores make a
-    # small GRU 30x slower, so these tests run single-threaded.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):  # numpy's BLAS too
-        yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,7 @@ CONFIG = dict(NDT2.CONFIGS["tiny"], dim=32, neurons_per_token=16, layers=3, head
               max_steps=4, batch_size=8, val_every=None, finetune_steps=3, log_every=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny matrices: one thread avoids oversubscription on a busy 2-core runner (10x faster here).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,7 @@ from mini_decoders.tokenizers.spikes import (END, SPIKE, START, SpikeTokenizer, 
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # On a busy 2-core machine two OpenMP threads spin against each other (~5x slower here).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

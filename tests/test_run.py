@@ -8,7 +8,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 import mini_decoders
 from mini_decoders.data.binning import bin_trials
@@ -20,14 +19,7 @@ from mini_decoders.metrics import bits_per_spike
 from mini_decoders.run import FORMAT_VERSION, load_run, train
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Small shared test machines: competing BLAS / intra-op threads are far slower than one.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")
