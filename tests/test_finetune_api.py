@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import mini_decoders as md
@@ -40,3 +41,33 @@ def test_unseen_units_are_refused_with_the_way_to_adapt(ridge_run):
     run, paths = ridge_run
     with pytest.raises(RunError, match="finetune"):
         run.evaluate([paths[1]])
+
+
+def test_poyo_unit_identification_through_run_finetune(tmp_path):
+    """A real adaptation: the new RUN knows both sessions, the source RUN folder is untouched,
+    and every weight other than the new sessions' embeddings is bit-identical."""
+    import torch
+
+    data = simulate(n_sessions=2, n_trials=24, n_units=20, seed=5)
+    old, new = data.sessions
+    run = md.train("poyo", [old], profile="tiny", out=tmp_path / "poyo", progress=False)
+    before = (tmp_path / "poyo" / "checkpoint.pt").read_bytes()
+    adapted = run.finetune([new], mode="units", out=tmp_path / "poyo-new", profile="tiny", max_steps=3,
+                           progress=False)
+    assert (tmp_path / "poyo" / "checkpoint.pt").read_bytes() == before
+    reloaded = md.load_run(tmp_path / "poyo-new")
+    assert [s["id"] for s in reloaded.config["sessions"]] == [old.id, new.id]
+    assert reloaded.config["finetune_mode"] == "units"
+    np.testing.assert_allclose(reloaded.predict([new])[new.id]["hand_vel"], adapted.predict([new])[new.id]["hand_vel"],
+                               rtol=1e-5, atol=1e-6, equal_nan=True)
+    old_state, new_state = run.model.state_dict(), reloaded.model.state_dict()
+    grown = ("tokenizer.unit_vocab.weight", "session_vocab.weight")  # new rows appended for the new session
+    for name, value in old_state.items():
+        if not isinstance(value, torch.Tensor) or name.endswith("_extra_state"):  # vocabularies' id lists
+            continue
+        if name in grown:
+            assert new_state[name].shape[0] > value.shape[0], name
+            assert torch.equal(value, new_state[name][: value.shape[0]]), name  # old rows untouched
+        else:
+            assert torch.equal(value, new_state[name]), name
+    assert np.isfinite(reloaded.evaluate([new])["mean"]["vel_r2"])
