@@ -204,9 +204,11 @@ class CrossAttention(nn.Module):
             if query_time is None or context_time is None:
                 raise ValueError("`rotary` needs both `query_time` (B, Q) and "
                                  "`context_time` (B, K)")
-            q, k = rotary.rotate(q, query_time), rotary.rotate(k, context_time)
+            q = rotary.rotate(q, query_time)
+            context_cos, context_sin = rotary.cos_sin(context_time)  # once for keys and values:
+            k = apply_rotary(k, context_cos, context_sin)  # the context is the long side (spikes)
             if rotate_value:
-                v = rotary.rotate(v, context_time)
+                v = apply_rotary(v, context_cos, context_sin)
         elif rotate_value:
             raise ValueError("`rotate_value=True` needs a `rotary` embedding")
         mask = has_context = None
