@@ -36,6 +36,18 @@ def fake_spec(n_units: int, heldout_fraction: float = 0.25) -> SessionSpec:
 
 # ------------------------------------------------------------------------------------------- NDT1
 
+
+def training_step(model, optimizer, batch):
+    """One optimiser step of ``model.training_loss(batch)``, as a closure the timer can call."""
+
+    def step() -> None:
+        loss, _ = model.training_loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
 def bench_ndt1(n_bins: int, batch_size: int, n_units: int, profile: str, device: torch.device) -> Callable[[], None]:
     """A closure running one NDT1 training step on a (batch_size, n_bins, n_units) batch."""
     from mini_decoders.models.ndt1 import NDT1
@@ -49,13 +61,7 @@ def bench_ndt1(n_bins: int, batch_size: int, n_units: int, profile: str, device:
              "valid": torch.ones(batch_size, n_bins, dtype=torch.bool, device=device),
              "session": torch.zeros(batch_size, dtype=torch.int64, device=device)}
 
-    def step() -> None:
-        loss, _ = model.training_loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
+    return training_step(model, optimizer, batch)
 
 
 BENCHES: dict[str, Callable[..., Callable[[], None]]] = {"ndt1": bench_ndt1}
@@ -181,13 +187,7 @@ def bench_ndt2(n_bins: int, batch_size: int, n_units: int, profile: str, device:
              "time_mask": torch.ones(batch_size, n_bins, dtype=torch.bool, device=device),
              "context": torch.zeros(batch_size, 3, dtype=torch.int64, device=device)}
 
-    def step() -> None:
-        loss, _ = model.training_loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
+    return training_step(model, optimizer, batch)
 
 
 BENCHES["ndt2"] = bench_ndt2
