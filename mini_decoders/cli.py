@@ -94,6 +94,49 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------- course
+def cmd_course_editions(args: argparse.Namespace) -> int:
+    from mini_decoders.course import build_editions
+
+    written = build_editions(args.out, root=args.root, include_drafts=args.drafts, repo_path=args.repo_path)
+    for edition, paths in written.items():
+        print(f"{edition}: {len(paths)} notebooks in {Path(args.out) / edition}")
+    return 0
+
+
+def cmd_course_verify(args: argparse.Namespace) -> int:
+    from mini_decoders.course import EXERCISES, verify
+
+    problems = verify([Path(p) for p in args.notebooks] or None, root=args.root)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"ok: {len(EXERCISES)} exercises, every stub's signature equals its solution's")
+    return 0
+
+
+def cmd_course_grade(args: argparse.Namespace) -> int:
+    from mini_decoders.course import grade
+
+    report = grade(args.submission, args.assignment, cell_timeout=args.timeout)
+    print(report.text())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
+def cmd_course_list(args: argparse.Namespace) -> int:
+    from mini_decoders.course import EXERCISES
+
+    for item in EXERCISES.values():
+        graded = f"assignment {item.assignment}, {item.points} points" if item.assignment else "exercise"
+        planned = " (planned)" if item.planned else ""
+        print(f"{item.source:<28} {item.check_name:<32} {item.function:<24} {graded}{planned}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mini-decoders", description="Transformers for brain decoding.")
@@ -150,6 +193,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--json", default=None, help="also write the scores to this file")
     evaluate.set_defaults(func=cmd_eval)
+
+    course = sub.add_parser("course", help="coursework: editions, exercise verifier, autograder").add_subparsers(
+        dest="course_command", required=True)
+    editions = course.add_parser("editions", help="write student (stubs) and instructor (solutions) notebooks")
+    editions.add_argument("--out", required=True, help="output folder (gets student/ and instructor/)")
+    editions.add_argument("--drafts", action="store_true", help="also the draft chapters in notebooks/drafts")
+    editions.add_argument("--repo-path", default=None,
+                          help="folder the Colab badges point at, relative to the repository (default: --out)")
+    editions.add_argument("--root", default=None, help="repository root (default: this checkout)")
+    editions.set_defaults(func=cmd_course_editions)
+    verify = course.add_parser("verify", help="check the exercise cells; fails if a stub's signature drifts")
+    verify.add_argument("notebooks", nargs="*", help="notebooks to check (default: chapters, drafts, coursework)")
+    verify.add_argument("--root", default=None, help="repository root (default: this checkout)")
+    verify.set_defaults(func=cmd_course_verify)
+    grade = course.add_parser("grade", help="run a submitted assignment notebook and score it")
+    grade.add_argument("submission", help="the student's .ipynb")
+    grade.add_argument("--assignment", type=int, required=True, help="1, 2 or 3")
+    grade.add_argument("--timeout", type=int, default=300, help="seconds per cell (default 300)")
+    grade.add_argument("--json", default=None, help="also write the report to this file")
+    grade.set_defaults(func=cmd_course_grade)
+    listing = course.add_parser("list", help="list the exercises and graded items")
+    listing.set_defaults(func=cmd_course_list)
     return parser
 
 

@@ -1,0 +1,427 @@
+"""Checks of the chapters' exercises: each re-derives one piece of the package.
+
+Every check takes the student's function, runs it on fresh random inputs plus fixed edge cases,
+and compares it with the package's implementation (see :mod:`mini_decoders.course.checking`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mini_decoders.course.checking import CheckFailed, call_student, compare, fresh_seed, passed
+from mini_decoders.course.registry import exercise
+
+CH1, CH2, CH3, CH4 = ("01_neural_data_and_tokens", "02_classic_decoders", "03_ndt1_masked_modelling",
+                      "04_poyo_spike_tokens")
+CH5 = "05_ndt2_multicontext"
+
+
+def _name(function) -> str:
+    return getattr(function, "__name__", "your function")
+
+
+def _tuple_of(result, n: int, what: str, name: str):
+    if not isinstance(result, (tuple, list)) or len(result) != n:
+        raise CheckFailed(f"`{name}` should return {n} values ({what}), got {type(result).__name__}"
+                          + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else ""))
+    return result
+
+
+# ================================================================================================
+# Chapter 1: neural data and tokens
+
+@exercise(function="my_bits_per_spike", source=CH1, reference="mini_decoders.metrics.bits_per_spike")
+def check_bits_per_spike(student_fn) -> None:
+    """Bits per spike against a per-neuron mean-rate null."""
+    from mini_decoders.metrics import bits_per_spike
+
+    seed = fresh_seed()
+    rng = np.random.default_rng(seed)
+    cases = []
+    for n, t, u in ((20, 30, 8), (1, 50, 5), (7, 12, 30)):
+        rates = rng.gamma(2.0, 0.4, size=(n, t, u))
+        cases.append((f"random rates, shape {(n, t, u)}, seed {seed}", rates, rng.poisson(rates).astype(float)))
+    rates = rng.gamma(2.0, 0.4, size=(10, 20, 6))
+    spikes = rng.poisson(rates).astype(float)
+    spikes[:, :, 2] = 0.0  # a neuron that never fires: its null rate is 0
+    cases.append((f"neuron 2 never spikes, seed {seed}", rates, spikes))
+    null = np.broadcast_to(spikes.mean((0, 1), keepdims=True), spikes.shape).copy()
+    cases.append(("rates equal to the null model (the answer is 0)", np.maximum(null, 1e-9), spikes))
+    for case, rates, spikes in cases:
+        got = call_student(student_fn, (rates, spikes), case=case)
+        expected = bits_per_spike(rates, spikes)
+        hint = ("the null predicts each neuron's mean count over all trials and bins; "
+                "bps = (NLL_null - NLL_model) / (ln 2 · total spikes)")
+        try:
+            value = float(got)
+        except (TypeError, ValueError):
+            value = None
+        if value is not None and expected != 0 and np.isfinite(value):
+            if np.isclose(value, -expected, rtol=1e-6):
+                hint = "the sign is flipped: it is NLL(null) minus NLL(model), so better models score higher"
+            elif np.isclose(value, expected * np.log(2), rtol=1e-6) or np.isclose(value, expected / np.log(2), rtol=1e-6):
+                hint = "off by a factor ln 2: divide the nats by ln 2 exactly once to get bits"
+        compare(got, expected, what="bits per spike", case=case, hint=hint, atol=1e-8, rtol=1e-6)
+    passed(_name(student_fn), "mini_decoders.metrics.bits_per_spike", len(cases))
+
+
+@exercise(function="my_bin_spikes", source=CH1, reference="mini_decoders.data.binning.bin_intervals")
+def check_bin_spikes(student_fn) -> None:
+    """Count one interval's spikes in bins: (T, U) counts."""
+    from mini_decoders.data.binning import bin_intervals
+
+    seed = fresh_seed()
+    rng = np.random.default_rng(seed)
+    cases = []
+    for n_units, n_bins, bin_size, start in ((6, 25, 0.02, 1.3), (3, 40, 0.01, 0.0), (12, 8, 0.05, 10.0)):
+        n_spikes = int(rng.integers(50, 300))
+        # Spike positions in bins, kept away from bin edges (an edge is a floating-point coin toss);
+        # some spikes fall before the start or after the end and must not be counted.
+        position = rng.integers(-3, n_bins + 3, n_spikes) + rng.uniform(0.01, 0.99, n_spikes)
+        times = np.sort(start + position * bin_size)
+        units = rng.integers(0, n_units - 1, n_spikes)  # the last unit never fires
+        cases.append((f"{n_units} units, {n_bins} bins of {bin_size * 1000:g} ms from t={start} s, seed {seed}",
+                      (times, units, n_units, start, n_bins, bin_size)))
+    cases.append(("a spike exactly at the start goes to bin 0", (np.array([2.0, 2.05]), np.array([1, 0]), 2, 2.0, 5, 0.02)))
+    cases.append(("no spikes at all", (np.zeros(0), np.zeros(0, dtype=np.int64), 4, 0.0, 10, 0.02)))
+    for case, args in cases:
+        times, units, n_units, start, n_bins, bin_size = args
+        got = call_student(student_fn, args, case=case)
+        expected = bin_intervals(times, units, n_units, np.array([start]), n_bins, bin_size)[0]
+        compare(got, expected, what="the counts", case=case, exact=True, kind="array",
+                hint="bin t covers [start + t·bin_size, start + (t+1)·bin_size); spikes outside the interval are "
+                     "dropped; the result is (n_bins, n_units) with every unit a column, even silent ones")
+    passed(_name(student_fn), "the package's binning (bin_intervals)", len(cases))
+
+
+# ================================================================================================
+# Chapter 2: classic decoders
+
+@exercise(function="my_causal_history", source=CH2, reference="mini_decoders.models.baselines.causal_history")
+def check_causal_history(student_fn) -> None:
+    """Lagged spike counts for the Wiener filter: (N, T, U·H)."""
+    from mini_decoders.models.baselines import causal_history
+
+    seed = fresh_seed()
+    rng = np.random.default_rng(seed)
+    cases = [(f"shape {shape}, {lags} lags, seed {seed}", rng.poisson(1.0, size=shape).astype(float), lags)
+             for shape, lags in (((3, 10, 4), 3), ((2, 15, 7), 8), ((4, 6, 3), 1))]
+    cases.append(("more lags than bins", rng.poisson(1.0, size=(2, 3, 2)).astype(float), 5))
+    for case, counts, lags in cases:
+        got = call_student(student_fn, (counts, lags), case=case)
+        compare(got, causal_history(counts, lags), what="the lagged features", case=case, kind="array",
+                hint="feature u*H + k of bin t is unit u's count in bin t - k (k = 0 is the current bin), and 0 "
+                     "before the trial starts; reshape (N, T, U, H) -> (N, T, U*H)")
+    passed(_name(student_fn), "mini_decoders.models.baselines.causal_history", len(cases))
+
+
+@exercise(function="my_smooth", source=CH2, reference="mini_decoders.metrics.smooth_spikes")
+def check_smooth(student_fn) -> None:
+    """Gaussian smoothing of counts along time, NLB's kernel."""
+    from mini_decoders.metrics import smooth_spikes
+
+    seed = fresh_seed()
+    rng = np.random.default_rng(seed)
+    cases = []
+    for kern_sd in (0.03, 0.05, 0.07, float(np.round(rng.uniform(0.02, 0.12), 3))):
+        cases.append((f"kern_sd {kern_sd} s, 20 ms bins, seed {seed}", rng.poisson(0.8, size=(4, 40, 5)).astype(float),
+                      0.02, kern_sd))
+    cases.append(("10 ms bins, an odd number of taps", rng.poisson(0.5, size=(2, 60, 3)).astype(float), 0.01, 0.055))
+    for case, counts, bin_size, kern_sd in cases:
+        got = call_student(student_fn, (counts, bin_size, kern_sd), case=case)
+        compare(got, smooth_spikes(counts, bin_size, kern_sd), what="the smoothed counts", case=case, atol=1e-9,
+                kind="array", hint="sd = kern_sd / bin_size bins, int(6·sd) taps centred on the bin, weights summing "
+                                   "to 1, a 'same' convolution along time only (axis 1)")
+    passed(_name(student_fn), "mini_decoders.metrics.smooth_spikes", len(cases))
+
+
+@exercise(function="my_r2", source=CH2, reference="mini_decoders.metrics.r2_score")
+def check_r2(student_fn) -> None:
+    """Velocity R², per output dimension, then averaged."""
+    from mini_decoders.metrics import r2_score
+
+    seed = fresh_seed()
+    rng = np.random.default_rng(seed)
+    cases = []
+    for m, d, noise in ((200, 2, 0.5), (50, 3, 2.0), (80, 1, 0.1)):
+        true = rng.normal(size=(m, d)) * rng.uniform(0.5, 20.0, size=d) + rng.normal(size=d) * 5
+        pred = true + noise * rng.normal(size=(m, d)) * true.std(0)
+        cases.append((f"{m} bins, {d} outputs, noise {noise}, seed {seed}", pred, true))
+    true = rng.normal(size=(100, 2)) * np.array([1.0, 50.0])
+    cases.append(("outputs on very different scales", true + rng.normal(size=(100, 2)) * 0.8 * true.std(0), true))
+    cases.append(("predicting the mean scores 0", np.broadcast_to(true.mean(0), true.shape).copy(), true))
+    for case, pred, true in cases:
+        got = call_student(student_fn, (pred, true), case=case)
+        expected = r2_score(pred, true)
+        hint = "R²_d = 1 - Σ(v - v̂)² / Σ(v - mean v)² for each output column d, then the mean over columns"
+        try:
+            value = float(got)
+            pooled = 1 - np.sum((true - pred) ** 2) / np.sum((true - true.mean(0)) ** 2)
+            if true.shape[1] > 1 and not np.isclose(pooled, expected) and np.isclose(value, pooled):
+                hint = "you pooled the columns: compute one R² per output column, then average them"
+            swapped = r2_score(true, pred)
+            if not np.isclose(swapped, expected) and np.isclose(value, swapped):
+                hint = "the arguments are swapped: the denominator uses the variance of the *true* values"
+        except (TypeError, ValueError):
+            pass
+        compare(got, expected, what="R²", case=case, hint=hint, atol=1e-9, rtol=1e-7)
+    passed(_name(student_fn), "mini_decoders.metrics.r2_score", len(cases))
+
+
+# ================================================================================================
+# Chapter 3: NDT1
+
+@exercise(function="my_temporal_mask", source=CH3, reference="mini_decoders.masking.mask_counts")
+def check_temporal_mask(student_fn) -> None:
+    """Temporal masking: hide whole bins, score only them."""
+    from mini_decoders.masking import MaskConfig, mask_counts, temporal_selection
+
+    seed = fresh_seed()
+    cases = []
+    for offset, (shape, ratio) in enumerate((((4, 30, 10), 0.3), ((2, 50, 7), 0.2), ((1, 5, 3), 0.9))):
+        cases.append((f"shape {shape}, ratio {ratio}, seed {seed + offset}", shape, ratio, seed + offset))
+    for case, shape, ratio, case_seed in cases:
+        counts = torch.poisson(torch.full(shape, 1.5), generator=torch.Generator().manual_seed(case_seed))
+        expected = mask_counts(counts, MaskConfig(scheme="temporal", ratio=ratio),
+                               generator=torch.Generator().manual_seed(case_seed + 1))
+        hidden = temporal_selection(shape[0], shape[1], ratio, generator=torch.Generator().manual_seed(case_seed + 1))
+        got = _tuple_of(call_student(student_fn, (counts, hidden), case=case), 2,
+                        "the masked input and the loss mask", _name(student_fn))
+        compare(got[1], expected[1], what="the loss mask", case=case,
+                hint="True for every neuron of a hidden bin: expand the (B, T) `hidden` over the neurons")
+        compare(got[0], expected[0], what="the masked input", case=case,
+                hint="hidden bins are 0 for every neuron; every other count is unchanged")
+    passed(_name(student_fn), "mini_decoders.masking.mask_counts (scheme='temporal')", len(cases))
+
+
+@exercise(function="my_masked_poisson_loss", source=CH3, reference="mini_decoders.models.ndt1.poisson_nll_terms")
+def check_masked_poisson_loss(student_fn) -> None:
+    """Mean Poisson NLL over the scored entries only."""
+    from mini_decoders.models.ndt1 import poisson_nll_terms
+
+    seed = fresh_seed()
+    generator = torch.Generator().manual_seed(seed)
+    cases = []
+    for shape, ratio in (((4, 30, 10), 0.3), ((2, 7, 3), 0.5), ((3, 20, 5), 0.05)):
+        scored = torch.rand(shape, generator=generator) < ratio
+        scored[0, 0, 0] = True  # at least one scored entry
+        cases.append((f"shape {shape}, {int(scored.sum())} scored entries, seed {seed}",
+                      torch.randn(shape, generator=generator) * 0.5,
+                      torch.poisson(torch.full(shape, 1.2), generator=generator), scored))
+    for case, log_rates, targets, scored in cases:
+        reference = (poisson_nll_terms(log_rates, targets) * scored).sum() / scored.sum()
+        leaf = log_rates.clone().requires_grad_(True)
+        got = call_student(student_fn, (leaf, targets, scored), case=case)
+        compare(got, reference, what="the loss", case=case, atol=1e-5, kind="number",
+                hint="the mean of exp(log λ) - y·log λ over the scored entries only (divide by their number, not "
+                     "by all entries)")
+        if not isinstance(got, torch.Tensor) or not got.requires_grad:
+            raise CheckFailed(f"the loss ({case}) must be a torch scalar that carries gradients back to `log_rates`; "
+                              f"got {type(got).__name__}. Stay in torch (no .item(), no numpy) so training can call "
+                              f".backward() on it")
+        got.backward()
+        reference_leaf = log_rates.clone().requires_grad_(True)
+        ((poisson_nll_terms(reference_leaf, targets) * scored).sum() / scored.sum()).backward()
+        compare(leaf.grad, reference_leaf.grad, what="the gradient of the loss w.r.t. log_rates", case=case, atol=1e-6,
+                hint="entries that are not scored must get exactly zero gradient")
+        changed = torch.where(scored, targets, targets + 7)
+        again = call_student(student_fn, (log_rates, changed, scored), case=case)
+        compare(again, reference, what="the loss after changing only *unscored* targets", case=case, atol=1e-5,
+                kind="number", hint="targets outside `scored` must not affect the loss")
+    passed(_name(student_fn), "the masked mean of mini_decoders.models.ndt1.poisson_nll_terms", len(cases),
+           " (value and gradient)")
+
+
+# ================================================================================================
+# Chapter 4: POYO
+
+@exercise(function="rotate_by_time", source=CH4, reference="mini_decoders.nn.rotary.RotaryTimeEmbedding")
+def check_rotate_by_time(student_fn) -> None:
+    """Rotary time embedding: turn each pair of dimensions by omega · t."""
+    from mini_decoders.nn.rotary import RotaryTimeEmbedding, apply_rotary
+
+    seed = fresh_seed()
+    generator = torch.Generator().manual_seed(seed)
+    cases = []
+    rotary = RotaryTimeEmbedding(dim_head=16)
+    cases.append((f"POYO's angular speeds (dim_head 16), seed {seed}", torch.randn(5, 16, generator=generator,
+                  dtype=torch.float64), torch.rand(5, generator=generator, dtype=torch.float64),
+                  rotary.omega(torch.device("cpu"), torch.float64)))
+    cases.append((f"random speeds, 8 dims, times up to 3 s, seed {seed}",
+                  torch.randn(7, 8, generator=generator, dtype=torch.float64),
+                  3 * torch.rand(7, generator=generator, dtype=torch.float64),
+                  10 * torch.rand(4, generator=generator, dtype=torch.float64)))
+    cases.append(("time 0 leaves x unchanged", torch.randn(3, 6, generator=generator, dtype=torch.float64),
+                  torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)))
+    for case, x, times, omega in cases:
+        angles = (times[:, None] * omega[None, :]).repeat_interleave(2, dim=-1)  # (N, D)
+        expected = apply_rotary(x, angles.cos(), angles.sin())
+        got = call_student(student_fn, (x, times, omega), case=case)
+        compare(got, expected, what="the rotated x", case=case, atol=1e-9,
+                hint="pair k is (x[:, 2k], x[:, 2k+1]) and turns by omega[k]·t: "
+                     "(a, b) -> (a·cos - b·sin, a·sin + b·cos)")
+    # The property rotary embeddings exist for: scores depend on time differences only.
+    x = torch.randn(2, 16, generator=generator, dtype=torch.float64)
+    omega = rotary.omega(torch.device("cpu"), torch.float64)
+    shift = float(torch.rand(1, generator=generator)) + 0.1
+    times = torch.tensor([0.2, 0.55], dtype=torch.float64)
+    first = call_student(student_fn, (x, times, omega))
+    second = call_student(student_fn, (x, times + shift, omega))
+    compare(first[0] @ first[1], second[0] @ second[1], what="q·k after shifting both times by the same amount",
+            kind="number", atol=1e-8, hint="a rotation by ω·t_q against one by ω·t_k depends on t_k - t_q only")
+    passed(_name(student_fn), "the package's rotary embedding (RotaryTimeEmbedding)", len(cases) + 1)
+
+
+@exercise(function="my_keep_new_rows", source=CH4, reference="mini_decoders.models.poyo.POYO.finetune")
+def check_keep_new_rows(student_fn) -> None:
+    """Unit identification's gradient mask: old embedding rows get exactly zero gradient."""
+    from mini_decoders.nn.vocab import GrowingVocabEmbedding
+
+    seed = fresh_seed()
+    generator = torch.Generator().manual_seed(seed)
+    cases = [(f"{n} rows, {n_old} old, seed {seed}", torch.randn(n, 4, generator=generator), n_old)
+             for n, n_old in ((10, 6), (5, 0), (5, 5), (1, 0))]
+    for case, grad, n_old in cases:
+        expected = grad * (torch.arange(grad.shape[0]) >= n_old)[:, None]
+        got = call_student(student_fn, (grad, n_old), case=case)
+        compare(got, expected, what="the masked gradient", case=case, exact=True,
+                hint="rows 0..n_old-1 are the units the model already knows: their gradient becomes exactly 0; "
+                     "rows from n_old on are new units and keep their gradient")
+        original = grad.clone()
+        student_fn(grad, n_old)
+        if not torch.equal(grad, original):
+            raise CheckFailed(f"`{_name(student_fn)}` changed the gradient it was given in place ({case}); a tensor "
+                              f"hook must return a new tensor (e.g. grad * mask) and leave its argument alone")
+    # Used as the hook it is: one Adam step must leave every old row bit-identical.
+    table = GrowingVocabEmbedding(8)
+    table.extend([f"old/{i}" for i in range(6)])
+    before = table.weight.detach().clone()
+    table.extend([f"new/{i}" for i in range(3)])
+    new_before = table.weight.detach()[6:].clone()
+    hook = table.weight.register_hook(lambda grad: student_fn(grad, 6))
+    optimizer = torch.optim.Adam([table.weight], lr=0.1)
+    try:
+        loss = (table(torch.arange(9)) ** 2).sum() + table(torch.arange(9)).sum()
+        loss.backward()
+        optimizer.step()
+    finally:
+        hook.remove()
+    compare(table.weight.detach()[:6], before, what="the old rows after an Adam step with your hook", exact=True,
+            case="6 old units, 3 new ones", hint="unit identification must not move a single number of the trained model")
+    if torch.equal(table.weight.detach()[6:], new_before):
+        raise CheckFailed("the new rows did not learn: their gradient must pass through unchanged")
+    passed(_name(student_fn), "POYO's unit identification (old rows frozen, new rows learn)", len(cases) + 1)
+
+
+# ================================================================================================
+# Chapter 5: NDT2
+
+@exercise(function="my_patch_embedding", source=CH5, reference="mini_decoders.tokenizers.patches.PatchTokenizer")
+def check_patch_embedding(student_fn) -> None:
+    """NDT2's patch token: per-neuron count embeddings side by side."""
+    from mini_decoders.tokenizers.patches import PatchTokenizer
+
+    seed = fresh_seed()
+    rng = np.random.default_rng(seed)
+    cases = [(f"{t} bins x {u} neurons, {n} per token, counts up to {mc}, seed {seed}", t, u, n, mc, d)
+             for t, u, n, mc, d in ((12, 70, 32, 20, 2), (5, 16, 8, 3, 3), (4, 5, 8, 6, 1), (6, 9, 3, 4, 2))]
+    for case, n_bins, n_units, per_token, max_count, d in cases:
+        counts = rng.poisson(2.0, size=(n_bins, n_units)).astype(float)
+        counts[0, 0] = max_count + 5  # clamped to max_count
+        torch.manual_seed(int(rng.integers(1 << 30)))
+        tokenizer = PatchTokenizer(dim=per_token * d, neurons_per_token=per_token, max_count=max_count)
+        table = tokenizer.count_embedding.weight.detach().numpy().astype(np.float64)
+        batch = torch.as_tensor(counts)[None]
+        tokens = tokenizer.tokenize(batch, torch.ones(1, n_units, dtype=torch.bool), torch.ones(1, n_bins, dtype=torch.bool))
+        expected = tokenizer.embed_counts(tokens.counts, tokens.channel_mask)[0].detach().numpy()
+        got = call_student(student_fn, (counts, table, per_token, max_count), case=case)
+        compare(got, expected, what="the patch tokens", case=case, atol=1e-6, kind="array",
+                hint="clamp counts to [0, max_count], pad the neurons to a multiple of neurons_per_token with zero "
+                     "vectors (not table[0]), and order the tokens time-major: token t·P + p")
+    passed(_name(student_fn), "PatchTokenizer.embed_counts", len(cases))
+
+
+@exercise(function="my_mae_visible", source=CH5, reference="mini_decoders.models.ndt2.random_visible")
+def check_mae_visible(student_fn) -> None:
+    """The MAE shuffle: which tokens the encoder sees, from one uniform draw per token."""
+    from mini_decoders.models.ndt2 import random_visible
+
+    seed = fresh_seed()
+    cases = []
+    for offset, (shape, ratio, p_real) in enumerate((((4, 40), 0.5, 0.8), ((3, 25), 0.75, 0.5), ((2, 10), 0.9, 1.0))):
+        real = torch.rand(shape, generator=torch.Generator().manual_seed(seed + 100 + offset)) < p_real
+        cases.append((f"shape {shape}, mask ratio {ratio}, seed {seed + offset}", real, ratio, seed + offset))
+    edge = torch.zeros(3, 6, dtype=torch.bool)
+    edge[1, 2] = True  # one real token: it stays visible
+    edge[2, :3] = True  # three tokens at ratio 0.9: floor gives 0, at least one stays visible
+    cases.append(("a row without real tokens, a row with one, a row with three", edge, 0.9, seed + 7))
+    for case, real, ratio, case_seed in cases:
+        noise = torch.rand(real.shape, generator=torch.Generator().manual_seed(case_seed))
+        expected = random_visible(real, ratio, torch.Generator().manual_seed(case_seed))
+        got = call_student(student_fn, (noise, real, ratio), case=case)
+        compare(got, expected, what="the visible tokens", case=case,
+                hint="per row: rank the real tokens by their noise (smallest first), keep the first "
+                     "max(1, floor((1 - mask_ratio) · n_real)); padding is never visible")
+    passed(_name(student_fn), "mini_decoders.models.ndt2.random_visible", len(cases))
+
+
+# ================================================================================================
+# Chapters being written (planned=True until their cells exist): MtM and VQ
+
+@exercise(function="my_inter_region_mask", source="06_mtm_multitask_masking", planned=True,
+          reference="mini_decoders.masking.inter_region_selection")
+def check_inter_region_mask(student_fn) -> None:
+    """MtM's inter-region mask: hide every unit of each sample's target region."""
+    from mini_decoders.masking import inter_region_selection, region_targets
+
+    seed = fresh_seed()
+    generator = torch.Generator().manual_seed(seed)
+    cases = []
+    for batch, n_units, n_regions in ((6, 12, 2), (4, 20, 3), (3, 5, 1)):
+        regions = torch.randint(n_regions, (batch, n_units), generator=generator)
+        regions[:, -2:] = -1  # padding units of no region: never hidden
+        cases.append((f"{batch} samples, {n_units} units in {n_regions} region(s), seed {seed}", regions))
+    empty = torch.tensor([[0, 1, 1, -1], [-1, -1, -1, -1]])
+    cases.append(("a sample with no region at all (target -1)", empty))
+    for offset, (case, regions) in enumerate(cases):
+        target = region_targets(regions, generator=torch.Generator().manual_seed(seed + offset))
+        expected = inter_region_selection(regions, generator=torch.Generator().manual_seed(seed + offset))
+        got = call_student(student_fn, (regions, target), case=case)
+        compare(got, expected, what="the hidden units", case=case,
+                hint="hide unit u of sample b when regions[b, u] == target[b]; padding (-1) is never hidden, "
+                     "not even when the target is -1")
+    passed(_name(student_fn), "mini_decoders.masking.inter_region_selection", len(cases))
+
+
+@exercise(function="my_quantise", source="07_vq_tokens", planned=True,
+          reference="mini_decoders.nn.quantize.VectorQuantizer")
+def check_vq_quantise(student_fn) -> None:
+    """VQ: nearest codebook row, with a straight-through gradient."""
+    from mini_decoders.nn.quantize import VectorQuantizer
+
+    seed = fresh_seed()
+    generator = torch.Generator().manual_seed(seed)
+    cases = [(f"{n} vectors of size {c}, {k} codes, seed {seed}", n, c, k)
+             for n, c, k in ((20, 4, 8), (7, 16, 32), (1, 2, 3))]
+    for case, n, c, k in cases:
+        quantizer = VectorQuantizer(k, c, ema_decay=None).eval()
+        with torch.no_grad():
+            quantizer.codebook.copy_(torch.randn(k, c, generator=generator))
+        z = torch.randn(n, c, generator=generator)
+        expected = quantizer(z, update=False)
+        leaf = z.clone().requires_grad_(True)
+        got = _tuple_of(call_student(student_fn, (leaf, quantizer.codebook.detach().clone()), case=case), 2,
+                        "the quantised vectors and the codes", _name(student_fn))
+        compare(got[1], expected.codes, what="the codes", case=case, exact=True,
+                hint="the code of z is the index of the codebook row with the smallest squared distance to it")
+        compare(got[0], expected.quantized.detach(), what="the quantised vectors", case=case, atol=1e-5,
+                hint="each vector is replaced by its nearest codebook row")
+        if not isinstance(got[0], torch.Tensor) or not got[0].requires_grad:
+            raise CheckFailed(f"the quantised vectors ({case}) carry no gradient back to z: use the straight-through "
+                              f"trick, z + (z_q - z).detach()")
+        weights = torch.randn(n, c, generator=generator)
+        (got[0] * weights).sum().backward()
+        compare(leaf.grad, weights, what="the gradient reaching z", case=case, atol=1e-6,
+                hint="straight-through: the backward pass treats quantisation as the identity, so dL/dz = dL/dz_q")
+    passed(_name(student_fn), "VectorQuantizer's lookup and straight-through gradient", len(cases))

@@ -1,0 +1,362 @@
+"""Coursework: every solution passes its check, every stub fails it with a friendly message, wrong
+answers are caught with a message that locates them; the verifier catches a drifted signature;
+editions are built right; a student edition runs to the end failing only with NotImplementedError
+in exercise and check cells; the autograder scores a solution 100% and a student edition 0%."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+
+from mini_decoders import __version__
+from mini_decoders.cli import main
+from mini_decoders.course import (ASSIGNMENTS, EXERCISES, CheckFailed, ExerciseNotImplemented, build_editions, grade,
+                                  verify)
+from mini_decoders.course.notebooks import cell_tags, default_sources, find_exercises, read_notebook
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = default_sources(ROOT)
+CH01 = ROOT / "notebooks" / "01_neural_data_and_tokens.ipynb"
+A3 = ROOT / ASSIGNMENTS[3].notebook
+NOT_DONE = {"NotImplementedError", "ExerciseNotImplemented"}
+
+
+def _exercises():
+    for path in SOURCES:
+        nb = read_notebook(path)
+        for entry in find_exercises(path, nb)[0]:
+            item = next(i for i in EXERCISES.values() if i.check_name == entry.check_name)
+            yield pytest.param(item, nb.cells[entry.stub].source, nb.cells[entry.solution].source,
+                               id=f"{path.stem}:{entry.function}")
+
+
+EXERCISE_CELLS = list(_exercises())
+
+
+def _define(source: str, name: str):
+    namespace = {"np": np, "torch": torch}
+    exec(compile(source, f"<{name}>", "exec"), namespace)
+    return namespace[name]
+
+
+def test_every_registered_exercise_is_in_a_notebook_and_exported():
+    import mini_decoders.course as course
+
+    in_notebooks = {param.values[0].key for param in EXERCISE_CELLS}
+    for item in EXERCISES.values():
+        assert item.planned or item.key in in_notebooks, item.key
+        assert getattr(course, item.check_name) is item.check
+    for number, assignment in ASSIGNMENTS.items():
+        assert assignment.total_points == 100 and len(assignment.items) >= 3, number
+    for chapter in ("01_neural_data_and_tokens", "02_classic_decoders", "03_ndt1_masked_modelling",
+                    "04_poyo_spike_tokens", "05_ndt2_multicontext"):
+        assert 2 <= sum(item.source == chapter for item in EXERCISES.values()) <= 4, chapter
+
+
+@pytest.mark.parametrize("item,stub,solution", EXERCISE_CELLS)
+def test_solution_passes_its_check(item, stub, solution, capsys):
+    item.check(_define(solution, item.function))
+    assert capsys.readouterr().out.startswith(f"✓ {item.function} matches")
+
+
+@pytest.mark.parametrize("item,stub,solution", EXERCISE_CELLS)
+def test_stub_fails_its_check_with_a_friendly_message(item, stub, solution):
+    with pytest.raises(ExerciseNotImplemented) as caught:
+        item.check(_define(stub, item.function))
+    assert isinstance(caught.value, NotImplementedError) and isinstance(caught.value, AssertionError)
+    message = str(caught.value)
+    assert f"`{item.function}` is not written yet" in message and "raise NotImplementedError" in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__  # no chained stub traceback
+
+
+def _perturb(value):
+    """The same answer with one entry (of every output) slightly wrong."""
+    if isinstance(value, tuple):
+        return tuple(_perturb(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _perturb(v) for k, v in value.items()}
+    if isinstance(value, torch.Tensor):
+        wrong = value.detach().clone().contiguous() if value.dtype == torch.bool else value.clone().contiguous()
+        flat = wrong.view(-1)
+        if value.dtype == torch.bool:
+            flat[0] = ~flat[0]
+        else:
+            flat[0] = flat[0] + 0.5
+        return wrong
+    if isinstance(value, np.ndarray):
+        wrong = value.copy()
+        if wrong.dtype == bool:
+            wrong.flat[0] = not wrong.flat[0]
+        else:
+            wrong.flat[0] += 1
+        return wrong
+    if isinstance(value, (int, float, np.floating, np.integer)):
+        return value + 1
+    raise TypeError(type(value))
+
+
+@pytest.mark.parametrize("item,stub,solution", [p for p in EXERCISE_CELLS if p.values[0].key != "adapt_units"])
+def test_an_answer_off_by_one_entry_is_caught(item, stub, solution):
+    right = _define(solution, item.function)
+
+    def almost(*args):
+        return _perturb(right(*args))
+
+    almost.__name__ = item.function
+    with pytest.raises(CheckFailed) as caught:
+        item.check(almost)
+    assert not isinstance(caught.value, NotImplementedError)
+    assert re.search(r"entry|is [-\d.e+]+, expected|returned|should|changes over time|hides units", str(caught.value))
+
+
+# ------------------------------------------------------------------------------ typical mistakes
+def _solution_of(key: str):
+    param = next(p for p in EXERCISE_CELLS if p.values[0].key == key)
+    return _define(param.values[2], EXERCISES[key].function)
+
+
+def test_typical_mistakes_get_a_message_that_points_at_them():
+    from mini_decoders.course import (check_adapt_units, check_bits_per_spike, check_causal_history,
+                                      check_keep_new_rows, check_masked_poisson_loss, check_patch_embedding, check_r2)
+
+    bps = _solution_of("bits_per_spike")
+    with pytest.raises(CheckFailed, match="ln 2"):
+        check_bits_per_spike(lambda rates, spikes: bps(rates, spikes) * np.log(2))
+    with pytest.raises(CheckFailed, match="sign is flipped"):
+        check_bits_per_spike(lambda rates, spikes: -bps(rates, spikes))
+
+    def lag_major(counts, n_lags):  # feature k*U + u instead of u*H + k
+        n, t, u = counts.shape
+        return _solution_of("causal_history")(counts, n_lags).reshape(n, t, u, n_lags).transpose(0, 1, 3, 2).reshape(n, t, -1)
+    with pytest.raises(CheckFailed, match=r"the lagged features .*entry \(.*expected.*\n  hint: feature u\*H \+ k"):
+        check_causal_history(lag_major)
+
+    def pooled(pred, true):
+        return 1 - np.sum((true - pred) ** 2) / np.sum((true - true.mean(0)) ** 2)
+    with pytest.raises(CheckFailed, match="pooled the columns"):
+        check_r2(pooled)
+
+    def mean_over_everything(log_rates, targets, scored):
+        return (torch.exp(log_rates) - targets * log_rates).mean()
+    with pytest.raises(CheckFailed, match="scored entries only"):
+        check_masked_poisson_loss(mean_over_everything)
+
+    def as_number(log_rates, targets, scored):
+        return (((torch.exp(log_rates) - targets * log_rates) * scored).sum() / scored.sum()).detach().item()
+    with pytest.raises(CheckFailed, match="carries gradients"):
+        check_masked_poisson_loss(as_number)
+
+    def in_place(grad, n_old):
+        grad[:n_old] = 0
+        return grad
+    with pytest.raises(CheckFailed, match="in place"):
+        check_keep_new_rows(in_place)
+
+    def padding_with_row_zero(counts, table, neurons_per_token, max_count):
+        n_bins, n_units = counts.shape
+        n_patches = -(-n_units // neurons_per_token)
+        padded = np.zeros((n_bins, n_patches * neurons_per_token), dtype=np.int64)
+        padded[:, :n_units] = np.clip(np.round(counts), 0, max_count)
+        return table[padded].reshape(n_bins * n_patches, -1)
+    with pytest.raises(CheckFailed, match="the patch tokens .*entry"):
+        check_patch_embedding(padding_with_row_zero)
+
+    def full_finetune(model, session, steps):
+        model.finetune([session], mode="full", config={"finetune_steps": steps}, progress=False)
+        return model
+    with pytest.raises(CheckFailed, match="changed during adaptation"):
+        check_adapt_units(full_finetune)
+    with pytest.raises(CheckFailed, match="still refuses the new session"):
+        check_adapt_units(lambda model, session, steps: model)
+
+
+def test_wrong_calls_and_crashes_are_explained():
+    from mini_decoders.course import check_smooth
+
+    with pytest.raises(CheckFailed, match="cannot be called with the check's arguments"):
+        check_smooth(lambda counts, bin_size: counts)
+    with pytest.raises(CheckFailed, match="expected a function"):
+        check_smooth(np.zeros(3))
+
+    def crashes(counts, bin_size, kern_sd):
+        raise ValueError("kernel too wide")
+    with pytest.raises(CheckFailed, match=r"raised ValueError: kernel too wide\n  inputs \(kern_sd"):
+        check_smooth(crashes)
+    with pytest.raises(CheckFailed, match=r"has shape \(4, 40\), expected \(4, 40, 5\)"):
+        check_smooth(lambda counts, bin_size, kern_sd: counts.sum(-1))
+
+
+def test_checks_of_the_chapters_being_written():
+    """MtM's inter-region mask and VQ's straight-through quantiser, checked before their chapters exist."""
+    masking = pytest.importorskip("mini_decoders.masking")
+    if not hasattr(masking, "inter_region_selection"):
+        pytest.skip("mini_decoders.masking has no inter_region_selection yet")
+    pytest.importorskip("mini_decoders.nn.quantize")
+    from mini_decoders.course import check_inter_region_mask, check_vq_quantise
+
+    check_inter_region_mask(lambda regions, target: (regions == target[:, None]) & (regions >= 0))
+    with pytest.raises(CheckFailed, match="padding"):
+        check_inter_region_mask(lambda regions, target: regions == target[:, None])
+
+    def quantise(z, codebook):
+        codes = ((z[:, None, :] - codebook[None]) ** 2).sum(-1).argmin(1)
+        return z + (codebook[codes] - z).detach(), codes
+    check_vq_quantise(quantise)
+    with pytest.raises(CheckFailed, match="straight-through"):
+        check_vq_quantise(lambda z, codebook: (lambda q, c: (q.detach(), c))(*quantise(z, codebook)))
+
+
+# ------------------------------------------------------------------------------ verifier
+def test_the_repository_follows_the_convention():
+    assert verify(root=ROOT) == []
+    assert main(["course", "verify"]) == 0
+
+
+def _edit_copy(tmp_path, source: Path, edit) -> Path:
+    nb = read_notebook(source)
+    edit(nb)
+    target = tmp_path / source.name  # same stem: the registry still matches
+    nbformat.write(nb, str(target))
+    return target
+
+
+def test_a_drifted_signature_fails_the_verifier(tmp_path, capsys):
+    def drift(nb):
+        cell = next(c for c in nb.cells if "solution" in cell_tags(c) and "my_bin_spikes" in c.source)
+        cell.source = cell.source.replace("bin_size: float) -> np.ndarray", "bin_size: float = 0.02) -> np.ndarray", 1)
+    drifted = _edit_copy(tmp_path, CH01, drift)
+    problems = verify([drifted])
+    assert len(problems) == 1 and "signature of `my_bin_spikes` drifted" in problems[0]
+    assert "bin_size: float=0.02" in problems[0]
+    assert main(["course", "verify", str(drifted)]) == 1
+    assert "drifted" in capsys.readouterr().out
+
+
+def test_the_verifier_catches_broken_conventions(tmp_path):
+    def break_it(nb):
+        for cell in nb.cells:
+            if "exercise" in cell_tags(cell) and "my_bits_per_spike" in cell.source:
+                cell.source = cell.source.replace('raise NotImplementedError("write my_bits_per_spike")', "return 0.0")
+            if "check" in cell_tags(cell) and "my_bin_spikes" in cell.source:
+                cell.metadata["tags"] = []
+        nb.cells.append(nbformat.v4.new_code_cell("print(my_bits_per_spike(1, 2))"))
+        nb.cells[1].source = nb.cells[1].source.replace("@v0.1.0", "@v0.0.1")
+    problems = "\n".join(verify([_edit_copy(tmp_path, CH01, break_it)]))
+    assert "must raise NotImplementedError" in problems
+    assert "must be followed by a cell tagged 'check'" in problems
+    assert "uses the exercise function `my_bits_per_spike` outside its exercise" in problems
+    assert "check_bin_spikes) is missing" in problems
+    assert f"pins mini-decoders 0.0.1, but the package is {__version__}" in problems
+
+
+# ------------------------------------------------------------------------------ editions
+def test_editions_have_stubs_or_solutions_badges_pins_and_a_gpu(tmp_path, capsys):
+    out = tmp_path / "editions"
+    assert main(["course", "editions", "--out", str(out)]) == 0
+    assert "student: 7 notebooks" in capsys.readouterr().out
+    for source in [p for p in SOURCES if "drafts" not in p.parts]:
+        original = read_notebook(source)
+        n_solutions = sum("solution" in cell_tags(c) for c in original.cells)
+        for edition in ("student", "instructor"):
+            nb = read_notebook(out / edition / source.name)
+            solutions = [c for c in nb.cells if "solution" in cell_tags(c)]
+            assert len(solutions) == (0 if edition == "student" else n_solutions), (edition, source.name)
+            assert all("hide-input" not in cell_tags(c) for c in solutions)
+            assert sum("exercise" in cell_tags(c) for c in nb.cells) == n_solutions
+            assert all(c.outputs == [] and c.execution_count is None for c in nb.cells if c.cell_type == "code")
+            badge = re.search(r"\((https://colab\.research\.google\.com/github/\S+?)\)", nb.cells[0].source).group(1)
+            assert badge.endswith(f"/blob/main/editions/{edition}/{source.name}"), badge
+            install = nb.cells[1].source
+            assert nb.cells[1].cell_type == "code" and "google.colab" in install
+            assert f"@v{__version__}\"" in install and "cuda" in install
+            assert nb.metadata["accelerator"] == "GPU" and nb.metadata["mini_decoders"]["edition"] == edition
+        student_stubs = [c.source for c in read_notebook(out / "student" / source.name).cells if "exercise" in cell_tags(c)]
+        assert all("raise NotImplementedError" in stub for stub in student_stubs)
+
+
+def _run_cells(nb, cwd: Path):
+    """Execute a notebook like a student would (errors do not stop it); (cell index, tags, ename) per error."""
+    from nbclient import NotebookClient
+
+    from mini_decoders.course.grading import _environment
+
+    with _environment(MINI_DECODERS_PROFILE="tiny", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"):
+        NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
+                       resources={"metadata": {"path": str(cwd)}}).execute()
+    return [(i, cell_tags(cell), output["ename"]) for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+            for output in cell.outputs if output.get("output_type") == "error"]
+
+
+def test_student_chapter_runs_to_the_end_failing_only_in_exercises(tmp_path):
+    build_editions(tmp_path, sources=[CH01], root=ROOT)
+    nb = read_notebook(tmp_path / "student" / CH01.name)
+    errors = _run_cells(nb, tmp_path)
+    check_cells = [i for i, cell in enumerate(nb.cells) if "check" in cell_tags(cell)]
+    assert [i for i, _, _ in errors] == check_cells  # every check fails, nothing else does
+    assert all(name in NOT_DONE and ("check" in tags or "exercise" in tags) for _, tags, name in errors), errors
+    last = nb.cells[-2]  # the widget cell at the end still ran
+    assert last.cell_type == "code" and last.execution_count is not None
+
+
+def test_autograder_scores_student_edition_0_and_solution_100(tmp_path, capsys):
+    build_editions(tmp_path, sources=[A3], root=ROOT)
+    student = grade(tmp_path / "student" / A3.name, 3)
+    assert student.total == 0 and student.max_total == 100
+    assert [item.status for item in student.items] == ["not implemented"] * 3
+    assert {e["ename"] for e in student.cell_errors} <= NOT_DONE and len(student.cell_errors) == 3
+    text = student.text()
+    assert "total: 0/100 (0%)" in text and "[  0/40 ] 3.2 span_selection" in text and "not written yet" in text
+
+    report_json = tmp_path / "report.json"
+    assert main(["course", "grade", str(tmp_path / "instructor" / A3.name), "--assignment", "3",
+                 "--json", str(report_json)]) == 0
+    printed = capsys.readouterr().out
+    assert "total: 100/100 (100%)" in printed and "ran top to bottom without errors" in printed
+    report = json.loads(report_json.read_text())
+    assert report["percent"] == 100 and report["cell_errors"] == []  # the instructor edition executes clean
+    assert [item["status"] for item in report["items"]] == ["passed"] * 3
+
+
+def test_autograder_scores_a_partial_submission_item_by_item():
+    from mini_decoders.course.grading import GradeReport, ItemResult, grade_namespace
+
+    namespace = {item.function: _solution_of(item.key) for item in ASSIGNMENTS[3].items}
+    namespace["span_selection"] = _define(next(p.values[1] for p in EXERCISE_CELLS if p.values[0].key == "span_selection"),
+                                          "span_selection")  # the stub
+    namespace["region_mask"] = lambda counts, regions, generator: (counts, torch.zeros(counts.shape, dtype=torch.bool))
+    del namespace["neuron_mask"]
+    results = grade_namespace(3, namespace)
+    assert [(r["function"], r["points"], r["status"]) for r in results] == [
+        ("neuron_mask", 0, "missing"), ("span_selection", 0, "not implemented"), ("region_mask", 0, "failed")]
+    namespace["neuron_mask"] = _solution_of("neuron_mask")
+    report = GradeReport(3, ASSIGNMENTS[3].title, "partial.ipynb", [ItemResult(**r) for r in grade_namespace(3, namespace)])
+    assert report.total == 30 and "total: 30/100 (30%)" in report.text()
+    assert "is not exactly one region" in report.items[2].message
+
+
+def test_grader_refuses_unknown_assignments_and_files(tmp_path, capsys):
+    assert main(["course", "grade", str(A3), "--assignment", "7"]) == 2
+    assert "--assignment must be one of [1, 2, 3]" in capsys.readouterr().err
+    assert main(["course", "grade", str(tmp_path / "missing.ipynb"), "--assignment", "1"]) == 2
+    (tmp_path / "bad.ipynb").write_text("not json")
+    assert main(["course", "grade", str(tmp_path / "bad.ipynb"), "--assignment", "1"]) == 2
+    assert "not a readable notebook" in capsys.readouterr().err
+
+
+def test_rubric_lists_every_graded_item_with_its_points():
+    rubric = (ROOT / "coursework" / "rubric.md").read_text()
+    rows = re.findall(r"^\|\s*(\d)\.(\d)\s*\|\s*`(\w+)`\s*\|\s*(\d+)\s*\|", rubric, flags=re.M)
+    listed = {(int(a), int(n), name, int(points)) for a, n, name, points in rows}
+    expected = {(number, position, item.function, item.points) for number, assignment in ASSIGNMENTS.items()
+                for position, item in enumerate(assignment.items, 1)}
+    assert listed == expected
+    for assignment in ASSIGNMENTS.values():
+        assert (ROOT / assignment.notebook).exists()
+        assert f"--assignment {assignment.number}" in rubric
