@@ -74,7 +74,7 @@ def test_outputs_do_not_depend_on_batch_order(dataset):
 
 
 def test_limited_context_ignores_bins_outside_the_window(dataset):
-    model = _model(dataset, context_forward=2, context_backward=3).eval()
+    model = _model(dataset, context_forward=2, context_backward=3, kernel_bins=0).eval()  # attention alone
     batch = _batch(model, dataset, 2)
     t = 20
     changed = batch["heldin"].clone()
@@ -143,3 +143,40 @@ def test_unseen_session_is_refused_with_advice(dataset):
     binned = bin_trials(other, 0.02, behavior=())
     with pytest.raises(RunError, match="finetune"):
         model.predict_trials(other, binned)
+
+
+def test_temporal_kernel_starts_as_gaussian_smoothing_of_the_read_in():
+    torch.manual_seed(0)
+    tokenizer = BinTokenizer([5], dim=4, max_bins=20, transform="none", kernel_bins=5, kernel_sd_bins=1.5)
+    counts = torch.poisson(torch.full((2, 12, 5), 2.0))
+    session = torch.zeros(2, dtype=torch.int64)
+    tokens = tokenizer(counts, session) - tokenizer.positions(12)  # (B, T, D)
+    read_in = counts @ tokenizer.read_in_weight[0] + tokenizer.read_in_bias[0]  # (B, T, D)
+    offsets = torch.arange(5.0) - 2
+    weights = torch.exp(-0.5 * (offsets / 1.5) ** 2)
+    weights = weights / weights.sum()
+    expected = torch.zeros_like(read_in)
+    for t in range(12):  # the slow loop: a weighted sum of the neighbouring bins (zeros past the ends)
+        for k, offset in enumerate(offsets.long().tolist()):
+            if 0 <= t + offset < 12:
+                expected[:, t] += weights[k] * read_in[:, t + offset]
+    torch.testing.assert_close(tokens, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_temporal_kernel_ignores_padding_and_the_future_when_causal():
+    torch.manual_seed(0)
+    tokenizer = BinTokenizer([6], dim=8, max_bins=30, kernel_bins=7).eval()
+    with torch.no_grad():
+        tokenizer.kernel.weight.normal_()  # a trained, asymmetric kernel
+    counts = torch.poisson(torch.full((1, 20, 6), 1.0))
+    session = torch.zeros(1, dtype=torch.int64)
+    valid = torch.ones(1, 20, dtype=torch.bool)
+    valid[:, 15:] = False
+    changed = counts.clone()
+    changed[:, 15:] += 5  # padding only
+    torch.testing.assert_close(tokenizer(counts, session, valid)[:, :15], tokenizer(changed, session, valid)[:, :15])
+    future = counts.clone()
+    future[:, 10:] += 3
+    causal_before = tokenizer(counts, session, causal=True)[:, :10]
+    torch.testing.assert_close(causal_before, tokenizer(future, session, causal=True)[:, :10])
+    assert not torch.allclose(tokenizer(counts, session)[:, :10], tokenizer(future, session)[:, :10])

@@ -85,7 +85,9 @@ class NDT1(Decoder):
 
     Config keys (see ``CONFIGS``): ``dim``, ``layers``, ``heads``, ``ffn_dim``, ``activation``,
     ``dropout`` (attention/FFN/residual), ``embed_dropout``, ``rate_dropout`` (before the read-out),
-    ``transform`` (count compression), ``context_forward`` / ``context_backward`` (bins; None =
+    ``transform`` (count compression), ``kernel_bins`` / ``kernel_sd_bins`` (learned temporal kernel
+    after the read-in, starting as Gaussian smoothing; 0 = none), ``factors`` (low-dimensional
+    bottleneck before the read-outs; None = none), ``context_forward`` / ``context_backward`` (bins; None =
     full context), ``mask_ratio``, ``mask_max_span``, ``mask_zero_ratio``, ``mask_random_ratio``,
     ``max_bins``, and the training keys of :class:`~mini_decoders.train.trainer.TrainConfig`.
     """
@@ -98,13 +100,16 @@ class NDT1(Decoder):
                   num_workers=0)
     CONFIGS = {
         "tiny": dict(_TRAIN, dim=32, layers=1, heads=2, ffn_dim=64, dropout=0.1, embed_dropout=0.1,
-                     rate_dropout=0.1, mask_ratio=0.25, mask_max_span=1, max_steps=60, batch_size=16, lr=3e-3,
+                     rate_dropout=0.1, mask_ratio=0.25, mask_max_span=1, kernel_bins=5, factors=8, max_steps=60, batch_size=16, lr=3e-3,
                      weight_decay=0.01, warmup_steps=10, val_every=30, early_stopping_patience=None),
+        # Measured on 3 simulated sessions (~200 train trials each), 1 thread: co-bps 1.03-1.06x the
+        # smoothing baseline with the temporal kernel + 16 factors, 1.01-1.03x without either.
         "quick": dict(_TRAIN, dim=128, layers=3, heads=4, ffn_dim=256, dropout=0.2, embed_dropout=0.3,
-                      rate_dropout=0.2, mask_ratio=0.4, mask_max_span=3, max_steps=1500, batch_size=32, lr=3e-3,
-                      weight_decay=0.1, warmup_steps=100, val_every=100, early_stopping_patience=6),
+                      rate_dropout=0.2, mask_ratio=0.4, mask_max_span=3, kernel_bins=9, factors=16, max_steps=2000,
+                      batch_size=32, lr=5e-3, weight_decay=0.1, warmup_steps=100, val_every=100,
+                      early_stopping_patience=6),
         "full": dict(_TRAIN, dim=256, layers=6, heads=4, ffn_dim=512, dropout=0.2, embed_dropout=0.3,
-                     rate_dropout=0.2, mask_ratio=0.3, mask_max_span=3, max_steps=20000, batch_size=64, lr=1e-3,
+                     rate_dropout=0.2, mask_ratio=0.3, mask_max_span=3, kernel_bins=9, max_steps=20000, batch_size=64, lr=1e-3,
                      weight_decay=0.05, warmup_steps=1000, val_every=250, early_stopping_patience=12,
                      checkpoint_every=2000),
     }
@@ -120,7 +125,9 @@ class NDT1(Decoder):
         self.max_heldin = max(spec.n_heldin for spec in self.specs)
         self.max_heldout = max(spec.n_heldout for spec in self.specs)
         self.tokenizer = BinTokenizer([spec.n_heldin for spec in self.specs], dim, int(c["max_bins"]),
-                                      transform=str(c["transform"]), dropout=float(c["embed_dropout"]))
+                                      transform=str(c["transform"]), dropout=float(c["embed_dropout"]),
+                                      kernel_bins=int(c.get("kernel_bins") or 0),
+                                      kernel_sd_bins=float(c.get("kernel_sd_bins", 2.0)))
         self.blocks = nn.ModuleList(
             TransformerBlock(dim, int(c["heads"]), dropout=float(c["dropout"]), pre_norm=True,
                              activation=str(c["activation"]), ffn_dim=int(c["ffn_dim"]))
@@ -128,9 +135,15 @@ class NDT1(Decoder):
         self.final_norm = nn.LayerNorm(dim)  # pre-norm blocks leave the residual stream unnormalised
         self.rate_dropout = nn.Dropout(float(c["rate_dropout"]))
         n_out = self.max_heldin + self.max_heldout
-        # (S, D, U_in_max + U_out_max): one read-out per session; small init so that the start is the
+        # Optional factor bottleneck (as LFADS): every session's rates are read from the same F
+        # "factors", a low-dimensional summary of the population. Few latent dimensions drive
+        # cortical populations, so this is a strong, cheap prior when trials are few.
+        factors = c.get("factors")
+        self.to_factors = nn.Linear(dim, int(factors)) if factors else None
+        read_dim = int(factors) if factors else dim
+        # (S, F, U_in_max + U_out_max): one read-out per session; small init so that the start is the
         # bias, i.e. each neuron's mean rate (set in `fit`), not noise.
-        self.read_out_weight = nn.Parameter(torch.randn(len(self.specs), dim, n_out) * 0.02 / math.sqrt(dim))
+        self.read_out_weight = nn.Parameter(torch.randn(len(self.specs), read_dim, n_out) * 0.02 / math.sqrt(read_dim))
         self.read_out_bias = nn.Parameter(torch.full((len(self.specs), n_out), -2.0))
         self.mask_config = MaskConfig(scheme="temporal", ratio=float(c["mask_ratio"]),
                                       zero_ratio=float(c["mask_zero_ratio"]),
@@ -150,7 +163,7 @@ class NDT1(Decoder):
             (B, T, D) normalised final tokens; with ``return_block_inputs`` also the list of each
             block's input (for attention maps).
         """
-        x = self.tokenizer(heldin, session)  # (B, T, D)
+        x = self.tokenizer(heldin, session, valid)  # (B, T, D)
         if valid is not None and bool(valid.all()):
             valid = None  # no padding: attention may take its fused path
         attn_mask = context_window_mask(x.shape[1], self.config.get("context_forward"),
@@ -168,7 +181,9 @@ class NDT1(Decoder):
         Columns ``[:U_in_max]`` are the held-in units, ``[U_in_max:]`` the held-out units, each
         zero-padded at the end for sessions with fewer units (those columns are meaningless).
         """
-        hidden = self.rate_dropout(self.encode(heldin, session, valid))
+        hidden = self.rate_dropout(self.encode(heldin, session, valid))  # (B, T, D)
+        if self.to_factors is not None:
+            hidden = self.to_factors(hidden)  # (B, T, F)
         log_rates = torch.einsum("btd,bdu->btu", hidden, self.read_out_weight[session])
         return log_rates + self.read_out_bias[session][:, None, :]
 

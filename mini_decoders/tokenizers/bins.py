@@ -10,6 +10,14 @@ each gets its own read-in into a shared D-dimensional space and one transformer 
 ("stitching", as in MtM). NDT1 itself used the identity (D = U); a read-in lets D be chosen
 freely and many sessions share the model. ``f`` is ``log1p`` or ``sqrt`` (a burst of 8 spikes
 should not shout 8 times louder than one) or the identity.
+
+Optionally (``kernel_bins > 1``) the read-in is followed by a learned temporal kernel: each token
+channel is convolved over time with its own ``kernel_bins``-wide filter, initialised as a Gaussian.
+At initialisation the tokens are then exactly smoothed spike counts, projected: the chapter 2
+baseline (smoothing, then a GLM) is what the model computes before it has learned anything, and
+the transformer only has to learn what smoothing misses. This is our small-data choice, not
+part of NDT1: with ~200 trials a transformer otherwise spends most of its budget learning to
+average neighbouring bins.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from mini_decoders.nn.positions import LearnedPositions
+from mini_decoders.nn.temporal_kernel import TemporalKernel
 
 TRANSFORMS = ("none", "log1p", "sqrt")
 
@@ -48,10 +57,12 @@ class BinTokenizer(nn.Module):
             embedding; 1 is right for a learned read-in initialised at unit variance).
         dropout: embedding dropout on the tokens (NDT1/MtM: 0.2; the main regulariser of
             small-data runs).
+        kernel_bins: width of the learned temporal kernel after the read-in (odd; 0 or 1 = none).
+        kernel_sd_bins: standard deviation of the Gaussian the kernel starts as (bins).
     """
 
     def __init__(self, units_per_session: list[int], dim: int, max_bins: int, transform: str = "log1p",
-                 scale: float = 1.0, dropout: float = 0.0):
+                 scale: float = 1.0, dropout: float = 0.0, kernel_bins: int = 0, kernel_sd_bins: float = 2.0):
         super().__init__()
         if transform not in TRANSFORMS:
             raise ValueError(f"count transform must be one of {TRANSFORMS}, got {transform!r}")
@@ -64,13 +75,19 @@ class BinTokenizer(nn.Module):
         self.read_in_bias = nn.Parameter(torch.zeros(len(units_per_session), dim))
         self.positions = LearnedPositions(max_bins, dim)
         self.dropout = nn.Dropout(dropout)
+        # (optional) learned temporal kernel, starting as Gaussian smoothing
+        self.kernel = TemporalKernel(dim, kernel_bins, kernel_sd_bins) if kernel_bins > 1 else None
 
-    def forward(self, counts: Tensor, session: Tensor) -> Tensor:
+    def forward(self, counts: Tensor, session: Tensor, valid: Tensor | None = None, causal: bool = False) -> Tensor:
         """Tokens of a batch.
 
         Args:
             counts: (B, T, U_max) held-in spike counts (possibly masked), zero-padded in U.
             session: (B,) int64 session index of each sample.
+            valid: (B, T) bool, False on padded bins; with a temporal kernel, padded bins are
+                zeroed before it so nothing leaks in from past a trial's end. None = all real.
+            causal: with a temporal kernel, use only its past half (and the bin itself), so token
+                ``t`` depends on bins ``<= t`` only (for causal attention / forward prediction).
 
         Returns:
             (B, T, D).
@@ -78,5 +95,7 @@ class BinTokenizer(nn.Module):
         features = compress_counts(counts.float(), self.transform)
         read_in = torch.einsum("btu,bud->btd", features, self.read_in_weight[session])
         read_in = read_in + self.read_in_bias[session][:, None, :]  # (B, T, D)
+        if self.kernel is not None:
+            read_in = self.kernel(read_in, valid, causal)
         tokens = self.scale * read_in + self.positions(counts.shape[1])
         return self.dropout(tokens)
