@@ -94,6 +94,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------- benchmark
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from mini_decoders.benchmark import format_table, run_benchmark
+
+    transfer = "only" if args.transfer_only else bool(args.transfer)
+    if transfer and (args.pretrain_sessions or args.fractions):
+        from mini_decoders.transfer import parse_counts, parse_fractions
+
+        options = {"only": True} if transfer == "only" else {}
+        if args.pretrain_sessions:
+            options["pretrain_counts"] = parse_counts(args.pretrain_sessions)
+        if args.fractions:
+            options["fractions"] = parse_fractions(args.fractions)
+        transfer = options
+    table = run_benchmark(args.data, args.models, args.profile, args.json, args.plot, work=args.work, seed=args.seed,
+                          max_steps=args.max_steps,
+                          budget_seconds="auto" if args.budget_seconds is None else args.budget_seconds,
+                          device=args.device, threads=args.threads, isolate=not args.in_process, transfer=transfer,
+                          progress=not args.quiet, log=print)
+    print(format_table(table))
+    if table.get("transfer"):
+        from mini_decoders.transfer import format_transfer
+
+        print(format_transfer(table["transfer"]))
+    print(f"table written to {args.json}" + (f", plot to {args.plot}" if args.plot else ""))
+    return 0
+
+
 # ---------------------------------------------------------------------------------- course
 def cmd_course_editions(args: argparse.Namespace) -> int:
     from mini_decoders.course import build_editions
@@ -193,6 +221,33 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--json", default=None, help="also write the scores to this file")
     evaluate.set_defaults(func=cmd_eval)
+
+    bench = sub.add_parser("benchmark", help="every model on the same data, budget and seeds: one JSON table")
+    bench.add_argument("--models", default=None,
+                       help="comma-separated (default: ridge,gru,smoothing,ndt1,ndt2,mtm,poyo,vq)")
+    bench.add_argument("--data", nargs="+", default=None,
+                       help="NWB files (default: simulated sessions written to the work folder)")
+    bench.add_argument("--profile", default=None, help="tiny | quick | full | auto (default: $MINI_DECODERS_PROFILE or auto)")
+    bench.add_argument("--json", required=True, help="the table (written atomically)")
+    bench.add_argument("--plot", default=None, help="a PNG: scores vs compute, cost vs work")
+    bench.add_argument("--work", default=None,
+                       help="work folder with one row per model; a rerun skips finished rows (default: <json>.work)")
+    bench.add_argument("--seed", type=int, default=0, help="the seed of every model")
+    bench.add_argument("--max-steps", type=int, default=None, help="the same number of steps for every gradient model")
+    bench.add_argument("--budget-seconds", type=float, default=None,
+                       help="the same training wall-clock for every gradient model (default: the profile's; "
+                            "0: each model's own recipe)")
+    bench.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    bench.add_argument("--threads", type=int, default=None, help="torch/BLAS threads per model")
+    bench.add_argument("--in-process", action="store_true",
+                       help="train every model in this process (default: one process per model)")
+    bench.add_argument("--transfer", action="store_true",
+                       help="also pretrain on N sessions and adapt to the last one with k%% of its trials")
+    bench.add_argument("--transfer-only", action="store_true", help="the transfer experiment alone (no model rows)")
+    bench.add_argument("--pretrain-sessions", default=None, help="transfer: N values, e.g. 1,3")
+    bench.add_argument("--fractions", default=None, help="transfer: k values as fractions, e.g. 0.1,0.3,1")
+    bench.add_argument("--quiet", action="store_true", help="no progress bars in the model logs")
+    bench.set_defaults(func=cmd_benchmark)
 
     course = sub.add_parser("course", help="coursework: editions, exercise verifier, autograder").add_subparsers(
         dest="course_command", required=True)

@@ -1,0 +1,435 @@
+"""Transfer: pretrain on N sessions, adapt to an unseen one with k% of its trials, against from scratch.
+
+All three multi-session papers tell the same story — pretraining on more sessions makes a new
+session cheaper to learn — each on its own data and with its own adaptation recipe:
+
+- **POYO**: *unit identification*: new unit and session embeddings, everything else frozen;
+- **NDT2**: *context tuning*: new session (and subject / task) context tokens, backbone frozen;
+- **MtM**: a *new stitcher*: the new session's read-in, read-out and session token.
+
+In the package all three are ``Run.finetune(..., mode="units")``. This module puts them on
+common ground: the same sessions, the same held-out session, the same k% of its train trials
+(:func:`few_train_trials`, one random subset per k shared by every model), the same seeds. For
+each model and each N it pretrains one RUN on the first N sessions, adapts it to the new session
+at every k, and trains the same model *from scratch* on the same k% of trials for as many steps
+as the adaptation takes (equal steps on the new session). Each model is scored on the new
+session's test trials with the metric it is judged on in the benchmark (POYO: velocity R²; NDT2,
+MtM: co-bps), next to the classic baseline trained on the same trials (ridge, smoothing) and the
+oracle (true rates, when the data is simulated).
+
+Every cell (a pretraining, an adaptation, a scratch run, a baseline) is one JSON file in
+``<work>/rows``, written atomically; a rerun skips the cells that are there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+# model -> (finetune mode, the metric it is judged on, what the adaptation learns)
+ADAPTATIONS = {
+    "poyo": ("units", "vel_r2", "unit identification: new unit + session embeddings, the rest frozen"),
+    "ndt2": ("units", "co_bps", "context tuning: new session context tokens, the backbone frozen"),
+    "mtm": ("units", "co_bps", "a new stitcher: the session's read-in, read-out and token, the rest frozen"),
+}
+BASELINE_OF = {"co_bps": "smoothing", "vel_r2": "ridge"}
+PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tiny": dict(pretrain_counts=(1, 2), fractions=(0.5, 1.0), budget_seconds=None),
+    "quick": dict(pretrain_counts=(1, 3), fractions=(0.1, 0.3, 1.0), budget_seconds=150.0),
+    "full": dict(pretrain_counts=(1, 2, 4, 8), fractions=(0.05, 0.1, 0.2, 0.5, 1.0), budget_seconds=None),
+}
+
+
+# ================================================================================================
+# Inputs
+
+def few_train_trials(session, fraction: float, seed: int = 0):
+    """``session`` keeping a random ``fraction`` of its train trials (at least 2); val and test kept.
+
+    The subset depends only on ``(seed, fraction)`` and the trial table, so every model adapts to
+    the same trials.
+
+    Raises:
+        RunError: ``fraction`` is not in (0, 1].
+    """
+    from mini_decoders.errors import DataError, RunError
+
+    if not 0 < float(fraction) <= 1:
+        raise RunError(f"transfer: a fraction of train trials must be in (0, 1], got {fraction}")
+    split = np.asarray(session.trials.split)
+    train = np.flatnonzero(split == "train")
+    if len(train) < 2:
+        raise DataError(f"session {session.id!r} has {len(train)} train trials; adapting needs at least 2")
+    n_keep = min(len(train), max(2, int(round(float(fraction) * len(train)))))
+    rng = np.random.default_rng([int(seed), int(round(float(fraction) * 1e6))])
+    kept = np.sort(rng.choice(train, n_keep, replace=False))
+    return session.select_trials(np.sort(np.concatenate([kept, np.flatnonzero(split != "train")])))
+
+
+def parse_counts(text: str | Sequence[int]) -> tuple[int, ...]:
+    """``"1,3"`` -> (1, 3); each >= 1."""
+    from mini_decoders.errors import RunError
+
+    try:
+        values = tuple(int(v) for v in (text.split(",") if isinstance(text, str) else text) if str(v).strip())
+    except ValueError:
+        raise RunError(f"--pretrain-sessions: expected whole numbers like 1,3, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise RunError(f"--pretrain-sessions: expected numbers >= 1 like 1,3, got {text!r}")
+    return tuple(sorted(set(values)))
+
+
+def parse_fractions(text: str | Sequence[float]) -> tuple[float, ...]:
+    """``"0.1,0.3,1"`` -> (0.1, 0.3, 1.0); each in (0, 1]."""
+    from mini_decoders.errors import RunError
+
+    try:
+        values = tuple(float(v) for v in (text.split(",") if isinstance(text, str) else text) if str(v).strip())
+    except ValueError:
+        raise RunError(f"--fractions: expected numbers like 0.1,0.3,1, got {text!r}") from None
+    if not values or min(values) <= 0 or max(values) > 1:
+        raise RunError(f"--fractions: expected fractions of the train trials in (0, 1] like 0.1,0.3,1, got {text!r}")
+    return tuple(sorted(set(values)))
+
+
+# ================================================================================================
+# Cells
+
+class _Cells:
+    """The cells of one experiment: one JSON row and one RUN folder each, under a shared key."""
+
+    def __init__(self, work: Path, key: str, log: Callable[[str], None]):
+        self.work, self.key, self.log = work, key, log
+        (work / "rows").mkdir(parents=True, exist_ok=True)
+
+    def row_path(self, name: str) -> Path:
+        return self.work / "rows" / f"{name}.json"
+
+    def run_dir(self, name: str) -> Path:
+        return self.work / "runs" / name
+
+    def get(self, name: str, compute: Callable[[], dict]) -> dict:
+        """The saved row ``name`` if it was made with this key and succeeded, else ``compute()`` saved."""
+        from mini_decoders.run import write_json_atomic
+
+        try:
+            row = json.loads(self.row_path(name).read_text())
+            if row.get("key") == self.key and row.get("status") == "ok":
+                return row
+        except (OSError, ValueError):
+            pass
+        self.log(f"  transfer: {name}")
+        started = time.perf_counter()
+        try:
+            row = {"status": "ok", **compute()}
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:
+            row = {"status": "error", "error": f"{type(error).__name__}: {error}",
+                   "detail": "\n".join(traceback.format_exc().strip().splitlines()[-10:])}
+            self.log(f"    error: {row['error']}"[:400])
+        row.update(name=name, key=self.key, wall_seconds=time.perf_counter() - started)
+        write_json_atomic(self.row_path(name), row)
+        return row
+
+    def fresh_run_dir(self, name: str) -> Path:
+        """The RUN folder of a cell, emptied (a cell being computed has no finished row)."""
+        folder = self.run_dir(name)
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        return folder
+
+
+def _score(metrics: dict, metric: str) -> float | None:
+    value = metrics.get("mean", {}).get(metric)
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def _trained(run) -> dict:
+    training = run.metrics.get("training", {})
+    return {"train_seconds": training.get("train_seconds"), "samples_per_second": training.get("samples_per_second"),
+            "steps": run.config.get("model_config", {}).get("max_steps"),
+            "finetune_steps": run.config.get("model_config", {}).get("finetune_steps")}
+
+
+# ================================================================================================
+# The experiment
+
+def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None = None,
+                        pretrain_counts: Sequence[int] | None = None, fractions: Sequence[float] | None = None,
+                        profile: str | None = None, work: str | Path | None = None, *, seed: int = 0,
+                        device: str | None = None, threads: int | None = None, pretrain_steps: int | None = None,
+                        budget_seconds: float | str | None = "auto", finetune_steps: int | None = None,
+                        scratch_steps: int | None = None, baselines: bool = True, progress: bool = False,
+                        log: Callable[[str], None] | None = print) -> dict:
+    """Pretrain on N sessions, adapt to the last session with k% of its train trials, vs from scratch.
+
+    Args:
+        data: NWB files; the **last** is the new session, the others the pretraining pool (in order:
+            N sessions = the first N).
+        models: any of ``poyo``, ``ndt2``, ``mtm`` (default all three).
+        pretrain_counts: the N values (default per profile; capped at the pool size).
+        fractions: the k values as fractions of the new session's train trials (default per profile).
+        profile: the recipe of every run.
+        work: the folder of cells and RUN folders (required).
+        pretrain_steps: steps of every pretraining (default: the profile's recipe, cut to what fits
+            ``budget_seconds`` on this machine, measured once per model; the same for every N, so
+            more sessions means more data at the same compute).
+        budget_seconds: wall-clock per pretraining (``"auto"``: the profile's; None: the recipe).
+        finetune_steps: steps of each adaptation (default: the model's profile ``finetune_steps``).
+        scratch_steps: steps of each from-scratch run (default: the same as the adaptation's).
+        baselines: also train the classic baseline of each judged metric on the same k% trials.
+
+    Returns:
+        ``{"new_session", "pool", "profile", "pretrain_counts", "fractions", "models": {model:
+        {"metric", "mode", "adaptation", "pretrain": [...], "adapted": [...], "scratch": [...]}},
+        "baselines": {name: [...]}, "oracle": {...} | None, "errors": [...], "seconds"}``; each
+        point holds ``n_sessions`` / ``fraction`` / ``n_train_trials`` / ``score`` / ``seconds``.
+    """
+    import torch
+
+    from mini_decoders.benchmark import _file_stamp, oracle_row, steps_for_budget
+    from mini_decoders.errors import RunError
+    from mini_decoders.models.registry import get_model
+    from mini_decoders.run import as_sessions, load_run, train
+    from mini_decoders.train.profiles import config_for, resolve_profile
+
+    say = log or (lambda message: None)
+    if work is None:
+        raise RunError("transfer_experiment: give `work`, the folder that keeps its runs and rows")
+    work = Path(work)
+    profile = resolve_profile(profile)
+    defaults = PROFILE_DEFAULTS[profile]
+    paths = [str(Path(p).resolve()) for p in data]
+    if len(paths) < 2:
+        raise RunError(f"transfer needs at least 2 sessions (pretraining pool + the new one), got {len(paths)}")
+    models = [m for m in (models or ADAPTATIONS) if m]
+    unknown = [m for m in models if m not in ADAPTATIONS]
+    if unknown:
+        raise RunError(f"transfer: model(s) {unknown} have no adaptation recipe; expected from {sorted(ADAPTATIONS)}")
+    pool_size = len(paths) - 1
+    counts = sorted({min(n, pool_size) for n in parse_counts(pretrain_counts or defaults["pretrain_counts"])})
+    fractions = parse_fractions(fractions or defaults["fractions"])
+    if budget_seconds == "auto":
+        budget_seconds = None if pretrain_steps is not None else defaults["budget_seconds"]
+    if threads:
+        torch.set_num_threads(int(threads))
+
+    sessions = as_sessions(paths)
+    pool, new = sessions[:-1], sessions[-1]
+    stamp = {"files": [_file_stamp(p) for p in paths], "profile": profile, "seed": seed, "device": device,
+             "pretrain_steps": pretrain_steps, "budget_seconds": budget_seconds, "finetune_steps": finetune_steps,
+             "scratch_steps": scratch_steps}
+    key = hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:16]
+    cells = _Cells(work, key, say)
+    started = time.perf_counter()
+    few = {fraction: few_train_trials(new, fraction, seed) for fraction in fractions}
+    n_train = {fraction: int((np.asarray(s.trials.split) == "train").sum()) for fraction, s in few.items()}
+    say(f"transfer: models {models}, pretrain on N in {counts} of {[s.id for s in pool]}, adapt to {new.id!r} "
+        f"with k in {[f'{f:.0%}' for f in fractions]} of its train trials")
+
+    result: dict[str, Any] = {"new_session": new.id, "pool": [s.id for s in pool], "profile": profile, "seed": seed,
+                              "pretrain_counts": counts, "fractions": list(fractions),
+                              "n_train_trials": [n_train[f] for f in fractions],
+                              "models": {}, "baselines": {}, "errors": []}
+    for model in models:
+        mode, metric, adaptation = ADAPTATIONS[model]
+        recipe = config_for(get_model(model).CONFIGS, profile)
+        entry: dict[str, Any] = {"metric": metric, "mode": mode, "adaptation": adaptation, "pretrain": [],
+                                 "adapted": [], "scratch": []}
+        result["models"][model] = entry
+
+        def budget_cell(model=model) -> dict:
+            if pretrain_steps is not None:
+                return {"steps": int(pretrain_steps)}
+            if budget_seconds is None:
+                return {"steps": int(config_for(get_model(model).CONFIGS, profile)["max_steps"])}
+            return steps_for_budget(model, pool[:max(counts)], profile, float(budget_seconds), seed=seed, device=device)
+
+        budget = cells.get(f"{model}__budget", budget_cell)
+        if budget["status"] != "ok":
+            result["errors"].append({"cell": budget["name"], "error": budget["error"]})
+            continue
+        steps = int(budget["steps"])
+        tune_steps = int(finetune_steps if finetune_steps is not None else recipe.get("finetune_steps", steps))
+        from_scratch_steps = int(scratch_steps if scratch_steps is not None else tune_steps)
+
+        for n in counts:
+            name = f"{model}__pretrain__N{n}"
+
+            def pretrain_cell(n=n, name=name, model=model) -> dict:
+                run = train(model, pool[:n], profile=profile, out=cells.fresh_run_dir(name), device=device,
+                            max_steps=steps, seed=seed, progress=progress)
+                return {"model": model, "n_sessions": n, "sessions": [s.id for s in pool[:n]],
+                        "score_on_pool": _score(run.metrics, metric), **_trained(run), "run": str(run.path)}
+
+            pre = cells.get(name, pretrain_cell)
+            if pre["status"] != "ok":
+                result["errors"].append({"cell": name, "error": pre["error"]})
+                continue
+            entry["pretrain"].append({k: pre.get(k) for k in ("n_sessions", "score_on_pool", "train_seconds",
+                                                                "samples_per_second", "steps")})
+            for fraction in fractions:
+                cell = f"{model}__adapt__N{n}__k{fraction:g}"
+
+                def adapt_cell(fraction=fraction, cell=cell, pre=pre) -> dict:
+                    source = load_run(pre["run"])
+                    out = cells.fresh_run_dir(cell)
+                    adapted = source.finetune([few[fraction]], mode=mode, out=out, profile=profile,
+                                              max_steps=tune_steps, seed=seed, progress=progress)
+                    return {"score": _score(adapted.metrics, metric), "all_scores": adapted.metrics.get("mean", {}),
+                            "seconds": adapted.metrics.get("training", {}).get("train_seconds"), "steps": tune_steps}
+
+                row = cells.get(cell, adapt_cell)
+                if row["status"] != "ok":
+                    result["errors"].append({"cell": cell, "error": row["error"]})
+                    continue
+                entry["adapted"].append({"n_sessions": n, "fraction": fraction, "n_train_trials": n_train[fraction],
+                                         "score": row["score"], "seconds": row["seconds"], "steps": row["steps"]})
+        for fraction in fractions:
+            cell = f"{model}__scratch__k{fraction:g}"
+
+            def scratch_cell(fraction=fraction, cell=cell, model=model) -> dict:
+                run = train(model, [few[fraction]], profile=profile, out=cells.fresh_run_dir(cell), device=device,
+                            max_steps=from_scratch_steps, seed=seed, progress=progress)
+                return {"score": _score(run.metrics, metric), "all_scores": run.metrics.get("mean", {}),
+                        "seconds": run.metrics.get("training", {}).get("train_seconds"), "steps": from_scratch_steps}
+
+            row = cells.get(cell, scratch_cell)
+            if row["status"] != "ok":
+                result["errors"].append({"cell": cell, "error": row["error"]})
+                continue
+            entry["scratch"].append({"fraction": fraction, "n_train_trials": n_train[fraction], "score": row["score"],
+                                     "seconds": row["seconds"], "steps": row["steps"]})
+
+    metrics_needed = sorted({ADAPTATIONS[m][1] for m in models})
+    if baselines:
+        for metric in metrics_needed:
+            baseline = BASELINE_OF[metric]
+            points = []
+            for fraction in fractions:
+                cell = f"{baseline}__baseline__k{fraction:g}"
+
+                def baseline_cell(fraction=fraction, cell=cell, baseline=baseline, metric=metric) -> dict:
+                    run = train(baseline, [few[fraction]], profile=profile, out=cells.fresh_run_dir(cell),
+                                seed=seed, progress=False)
+                    return {"score": _score(run.metrics, metric), "all_scores": run.metrics.get("mean", {}),
+                            "seconds": run.metrics.get("training", {}).get("train_seconds")}
+
+                row = cells.get(cell, baseline_cell)
+                if row["status"] != "ok":
+                    result["errors"].append({"cell": cell, "error": row["error"]})
+                    continue
+                points.append({"fraction": fraction, "n_train_trials": n_train[fraction], "score": row["score"],
+                               "seconds": row["seconds"]})
+            result["baselines"][baseline] = {"metric": metric, "points": points}
+    oracle = oracle_row([paths[-1]], [new])
+    result["oracle"] = None if oracle is None else {m: oracle.get(m) for m in metrics_needed}
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+# ================================================================================================
+# Text and pictures
+
+def format_transfer(result: dict) -> str:
+    """The transfer results as text: one line per (model, N), scores at each k, then scratch and baselines."""
+    fractions = result["fractions"]
+    head = f"{'':>22}" + "".join(f"{f'k={f:.0%}':>10}" for f in fractions)
+    lines = [f"transfer to {result['new_session']!r} (train trials at each k: {result['n_train_trials']})", head]
+
+    def line(label: str, points: list[dict]) -> str:
+        by_fraction = {float(p["fraction"]): p.get("score") for p in points}
+        cells = [by_fraction.get(float(f)) for f in fractions]
+        return f"{label:>22}" + "".join(f"{'-' if v is None else format(v, '.3f'):>10}" for v in cells)
+
+    for model, entry in result["models"].items():
+        for n in result["pretrain_counts"]:
+            lines.append(line(f"{model} pretrained N={n}", [p for p in entry["adapted"] if p["n_sessions"] == n]))
+        lines.append(line(f"{model} from scratch", entry["scratch"]))
+        lines.append(f"{'':>22}({entry['metric']}, {entry['adaptation']})")
+    for name, baseline in result.get("baselines", {}).items():
+        lines.append(line(f"{name} (baseline)", baseline["points"]))
+    if result.get("oracle"):
+        lines.append("oracle: " + ", ".join(f"{k} {v:.3f}" for k, v in result["oracle"].items() if v is not None))
+    for error in result.get("errors", []):
+        lines.append(f"error in {error['cell']}: {error['error']}"[:300])
+    return "\n".join(lines)
+
+
+def plot_transfer(result: dict, path: str | Path | None = None, axes=None):
+    """Accuracy against k (left) and against N (right), one row per model, with scratch, baseline, oracle.
+
+    Returns:
+        The figure.
+    """
+    import matplotlib.pyplot as plt
+
+    from mini_decoders.benchmark import METRIC_LABELS
+    from mini_decoders.viz_scores import ORACLE_STYLE
+
+    models = list(result["models"])
+    if axes is None:
+        fig, axes = plt.subplots(max(1, len(models)), 2, figsize=(11, 3.4 * max(1, len(models))), squeeze=False)
+    else:
+        axes = np.asarray(axes).reshape(-1, 2)
+        fig = axes[0, 0].figure
+    oracle = result.get("oracle") or {}
+    for (ax_k, ax_n), model in zip(axes, models):
+        entry = result["models"][model]
+        metric = entry["metric"]
+        for i, n in enumerate(result["pretrain_counts"]):
+            points = sorted((p["fraction"], p["score"]) for p in entry["adapted"]
+                            if p["n_sessions"] == n and p["score"] is not None)
+            if points:
+                x, y = zip(*points)
+                ax_k.plot(np.array(x) * 100, y, marker="o", color=f"C{i}", label=f"pretrained on {n} session(s)")
+        scratch = sorted((p["fraction"], p["score"]) for p in entry["scratch"] if p["score"] is not None)
+        if scratch:
+            x, y = zip(*scratch)
+            ax_k.plot(np.array(x) * 100, y, marker="s", color="0.45", linestyle=":", label="from scratch")
+        baseline_name = BASELINE_OF[metric]
+        baseline = result.get("baselines", {}).get(baseline_name)
+        if baseline:
+            points = sorted((p["fraction"], p["score"]) for p in baseline["points"] if p["score"] is not None)
+            if points:
+                x, y = zip(*points)
+                ax_k.plot(np.array(x) * 100, y, marker="^", color="C7", linestyle="-.", label=f"{baseline_name} (classic)")
+        for ax in (ax_k, ax_n):
+            if oracle.get(metric) is not None:
+                ax.axhline(oracle[metric], label=f"oracle ({oracle[metric]:.3f})", **ORACLE_STYLE)
+            ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax_k.set_xscale("log")
+        ax_k.set_xticks([f * 100 for f in result["fractions"]], [f"{f:.0%}" for f in result["fractions"]])
+        ax_k.minorticks_off()
+        ax_k.set_xlabel("k: share of the new session's train trials (log scale)")
+        ax_k.set_title(f"{model}: {entry['adaptation']}", fontsize=9)
+        ax_k.legend(frameon=False, fontsize=7)
+        for j, fraction in enumerate(result["fractions"]):
+            points = sorted((p["n_sessions"], p["score"]) for p in entry["adapted"]
+                            if float(p["fraction"]) == float(fraction) and p["score"] is not None)
+            if points:
+                x, y = zip(*points)
+                ax_n.plot(x, y, marker="o", color=f"C{j + 3}", label=f"k = {fraction:.0%}")
+        ax_n.set_xlabel("N: pretraining sessions")
+        ax_n.set_xticks(result["pretrain_counts"])
+        ax_n.set_title(f"{model}: more pretraining sessions", fontsize=9)
+        ax_n.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    if path is not None:
+        import os
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.tmp{path.suffix}")
+        fig.savefig(temp, dpi=120)
+        os.replace(temp, path)
+    return fig
