@@ -168,7 +168,7 @@ def test_units_finetuning_changes_only_the_new_context_rows(sessions, tmp_path):
     model.finetune([sessions[2]], "units", {"max_steps": 3}, out_dir=tmp_path, progress=False)
     assert sessions[2].id in model.session_index and len(model.specs) == 3
     for name, param in model.named_parameters():
-        if name == "session_vocab.weight":
+        if name in ("session_vocab.weight", "unit_bias_vocab.weight", "heldout_weight_vocab.weight"):  # per session
             assert torch.equal(param[:n_sessions_before], before[name])  # known sessions: untouched
             assert param.shape[0] == n_sessions_before + 1
         else:
@@ -249,3 +249,59 @@ def test_train_and_load_run_through_the_run_api(sessions, tmp_path, monkeypatch)
     first, again = run.predict(sessions[:1]), loaded.predict(sessions[:1])
     for key in ("rates_heldin", "rates_heldout"):
         np.testing.assert_allclose(again[sessions[0].id][key], first[sessions[0].id][key], rtol=1e-5, atol=1e-6)
+
+
+def test_unit_bias_starts_at_each_neurons_log_mean_count_in_its_patch_slot(sessions):
+    from mini_decoders.data.binning import bin_trials
+
+    model = make_model(sessions)
+    n = model.neurons_per_token
+    for session in sessions:
+        spec = model.specs[model.session_index[session.id]]
+        binned = bin_trials(session, model.bin_size, split="train", behavior=())
+        mean = binned.counts[binned.mask].mean(0)
+        row = model.unit_bias_vocab.weight[int(model.unit_bias_vocab.index([session.id])[0])].detach().numpy()
+        offset = int(model.config["max_heldin_patches"]) * n
+        np.testing.assert_allclose(row[:spec.n_heldin], np.log(np.clip(mean[spec.heldin_index], 1e-3, None)), rtol=1e-5)
+        np.testing.assert_allclose(row[offset:offset + spec.n_heldout],
+                                   np.log(np.clip(mean[spec.heldout_index], 1e-3, None)), rtol=1e-5)
+        assert not row[spec.n_heldin:offset].any()  # empty slots stay 0
+    # the offset reaches the log-rates of exactly the tokens of that session, slot by slot
+    batch = make_batch(model, sessions)
+    with torch.no_grad():
+        out = model(batch, visible=heldin_visible(model, batch))
+        model.unit_bias_vocab.weight[0] += 1.0  # session 0's row
+        bumped = model(batch, visible=heldin_visible(model, batch))
+    first = batch["context"][:, 0] == int(model.unit_bias_vocab.index([sessions[0].id])[0])
+    torch.testing.assert_close(bumped["log_rates"][first], out["log_rates"][first] + 1.0)
+    torch.testing.assert_close(bumped["log_rates"][~first], out["log_rates"][~first])
+
+
+def test_pooled_heldout_readout_matches_a_slow_loop(sessions):
+    model = make_model(sessions, heldout_kernel_bins=3)
+    batch = make_batch(model, sessions, n_per_session=2)
+    tokens, is_heldout = model.tokens(batch)
+    torch.manual_seed(1)
+    decoded = torch.randn(*tokens.real.shape, model.config["dim"])
+    with torch.no_grad():
+        fast = model.pooled_heldout_log_rates(decoded, tokens, is_heldout, batch)
+    n, offset = model.neurons_per_token, int(model.config["max_heldin_patches"])
+    kernel = model.heldout_kernel.weight.detach()[:, 0]  # (D, 3)
+    n_bins = batch["time_mask"].shape[1]
+    for b in range(len(decoded)):
+        weight = model.heldout_weight_vocab(batch["context"][b:b + 1, 0]).detach().view(-1, model.heldout_slots)
+        means = torch.zeros(n_bins, decoded.shape[-1])
+        for t in range(n_bins):
+            chosen = [i for i in range(tokens.real.shape[1])
+                      if tokens.real[b, i] and not is_heldout[b, i] and tokens.time[b, i] == t]
+            if chosen and batch["time_mask"][b, t]:
+                means[t] = decoded[b, chosen].mean(0)
+        for i in range(tokens.real.shape[1]):
+            if not (tokens.real[b, i] and is_heldout[b, i]):
+                continue
+            t = int(tokens.time[b, i])
+            smoothed = sum(kernel[:, k] * means[t + k - 1] for k in range(3) if 0 <= t + k - 1 < n_bins)
+            for j in range(n):
+                if tokens.channel_mask[b, i, j]:
+                    slot = (int(tokens.space[b, i]) - offset) * n + j
+                    assert float(fast[b, i, j]) == pytest.approx(float(smoothed @ weight[:, slot]), abs=1e-4)

@@ -49,6 +49,7 @@ from mini_decoders.metrics import bits_per_spike, r2_score
 from mini_decoders.models.base import Decoder, SessionSpec
 from mini_decoders.nn.attention import TransformerBlock
 from mini_decoders.nn.positions import LearnedPositions
+from mini_decoders.nn.temporal_kernel import TemporalKernel
 from mini_decoders.nn.vocab import GrowingVocabEmbedding
 from mini_decoders.tokenizers.patches import PatchTokenizer, PatchTokens
 
@@ -59,7 +60,8 @@ NOT_REAL, HIDDEN_HELDOUT = 3.0, 2.0  # sort keys: visible 0, hidden held-in 1, h
 _TRAIN = dict(bin_size=0.02, lag=0.1, neurons_per_token=32, max_count=20, max_time_bins=250, max_heldin_patches=12,
               max_heldout_patches=4, spike_embed_style="token", causal=False, weight_decay=0.01, min_lr_ratio=0.1,
               grad_clip=1.0, precision="auto", device="auto", log_every=10, checkpoint_every=None, num_workers=0,
-              behavior_weight=0.0, finetune_lr_scale=0.5, new_param_lr_mult=10.0, layer_decay=0.75)
+              behavior_weight=0.0, finetune_lr_scale=0.5, new_param_lr_mult=10.0, layer_decay=0.75, unit_bias=True,
+              heldout_readout="pooled", heldout_kernel_bins=9)
 
 
 # ================================================================================================
@@ -156,6 +158,30 @@ class NDT2(Decoder):
         self.decoder = nn.ModuleList([block() for _ in range(int(c["decoder_layers"]))])
         self.decoder_norm = nn.LayerNorm(dim) if c["pre_norm"] else nn.Identity()
         self.rate_readout = nn.Linear(dim, self.neurons_per_token)  # log-rate of each neuron of a patch
+        # Our addition (``unit_bias``): each session's neurons get their own log-rate offset, started at
+        # the neuron's mean training count. The shared read-out then only has to express how a neuron
+        # deviates from its mean, not *which* neuron sits at a patch slot and how often it fires: on
+        # a few hundred trials, learning that through the space and context embeddings costs most of
+        # the budget. One row per session, keyed by session id like the context tokens.
+        self.n_space = int(c["max_heldin_patches"]) + int(c["max_heldout_patches"])
+        self.unit_bias_vocab = GrowingVocabEmbedding(self.n_space * self.neurons_per_token, init_scale=0.0) \
+            if c.get("unit_bias", False) else None
+        if self.unit_bias_vocab is not None:
+            self.unit_bias_vocab.extend([spec.id for spec in self.specs])  # zeros until fit sees the data
+        # Our addition (``heldout_readout="pooled"``): held-out neurons are read from the decoder's
+        # held-in tokens of each bin (their mean, smoothed over time by a learned kernel that starts
+        # as a Gaussian), through a per-session linear read-out, instead of being infilled from a
+        # mask token. Infilling a patch of neurons the model has never seen, from attention alone,
+        # does not get off the ground in a few hundred steps (measured: co-bps ~0.0 vs smoothing's
+        # 0.29); the pooled read-out starts where chapter 2's smoothing + GLM starts.
+        self.heldout_slots = int(c["max_heldout_patches"]) * self.neurons_per_token
+        self.pooled_heldout = c.get("heldout_readout", "infill") == "pooled"
+        if c.get("heldout_readout", "infill") not in ("infill", "pooled"):
+            raise RunError(f"ndt2: heldout_readout must be 'infill' or 'pooled', got {c.get('heldout_readout')!r}")
+        if self.pooled_heldout:
+            self.heldout_kernel = TemporalKernel(dim, int(c.get("heldout_kernel_bins", 9)))
+            self.heldout_weight_vocab = GrowingVocabEmbedding(dim * self.heldout_slots, init_scale=0.01)
+            self.heldout_weight_vocab.extend([spec.id for spec in self.specs])
         # Behaviour head (trained by finetune(mode="full") or fit with behavior_weight > 0).
         self.behavior_query = nn.Parameter(torch.randn(dim) * 0.02)
         self.behavior_time = LearnedPositions(int(c["max_time_bins"]), dim)
@@ -263,11 +289,44 @@ class NDT2(Decoder):
         decoder_in = torch.where(enc["visible"][..., None], back, self.mask_token.to(back.dtype))
         decoder_in = decoder_in + self.decoder_time(tokens.time) + self.decoder_space(tokens.space)
         _, decoded = self._run(self.decoder, self.decoder_norm, enc["context"], decoder_in, tokens.real, tokens.time)
-        out = {"log_rates": self.rate_readout(decoded), "hidden": tokens.real & ~enc["visible"], "tokens": tokens,
+        log_rates = self.rate_readout(decoded)  # (B, L, n)
+        if self.pooled_heldout:
+            pooled = self.pooled_heldout_log_rates(decoded, tokens, enc["is_heldout"], batch)  # (B, L, n)
+            log_rates = torch.where(enc["is_heldout"][..., None], pooled, log_rates)
+        if self.unit_bias_vocab is not None:
+            log_rates = log_rates + self.unit_bias(batch["context"], tokens.space)
+        out = {"log_rates": log_rates, "hidden": tokens.real & ~enc["visible"], "tokens": tokens,
                "encoder_length": encoder_length}
         if with_behavior:
             out["velocity"] = self.decode_behavior(enc, batch["time_mask"])
         return out
+
+    def pooled_heldout_log_rates(self, decoded: torch.Tensor, tokens: PatchTokens, is_heldout: torch.Tensor,
+                                 batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Held-out log-rates from the mean decoded held-in token of each bin (``heldout_readout="pooled"``).
+
+        Args:
+            decoded: (B, L, D) decoder outputs in grid order.
+            tokens: the batch's :class:`PatchTokens`; is_heldout: (B, L) bool.
+        Returns:
+            (B, L, n): for each held-out token, its neurons' log-rates (other rows are meaningless).
+        """
+        batch_size, _, dim = decoded.shape
+        n_bins, n = batch["time_mask"].shape[1], self.neurons_per_token
+        time = tokens.time.clamp(0, n_bins - 1)  # (B, L)
+        weights = (tokens.real & ~is_heldout).to(decoded.dtype)[..., None]  # (B, L, 1): held-in tokens only
+        sums = decoded.new_zeros(batch_size, n_bins, dim).scatter_add_(1, time[..., None].expand(-1, -1, dim),
+                                                                      decoded * weights)
+        counts = decoded.new_zeros(batch_size, n_bins, 1).scatter_add_(1, time[..., None], weights)
+        per_bin = self.heldout_kernel(sums / counts.clamp_min(1.0), batch["time_mask"],
+                                      bool(self.config["causal"]))  # (B, T, D)
+        weight = self.heldout_weight_vocab(batch["context"][:, 0]).view(batch_size, dim, self.heldout_slots)
+        per_slot = torch.einsum("btd,bds->bts", per_bin, weight.to(per_bin.dtype))  # (B, T, slots)
+        # held-out token (t, p), channel j is held-out unit slot (p - first held-out patch) * n + j
+        slot = (tokens.space - int(self.config["max_heldin_patches"])).clamp(min=0)[..., None] * n \
+            + torch.arange(n, device=decoded.device)  # (B, L, n)
+        rows = torch.arange(batch_size, device=decoded.device)[:, None, None]
+        return per_slot[rows, time[..., None], slot.clamp(max=self.heldout_slots - 1)]
 
     def decode_behavior(self, enc: dict[str, Any], time_mask: torch.Tensor) -> torch.Tensor:
         """One learned query per time bin reads the encoder outputs (of :meth:`encode`) -> (B, T, 2)."""
@@ -317,6 +376,7 @@ class NDT2(Decoder):
     # ------------------------------------------------------------------ data
     def _register(self, sessions: list[Session], *, with_velocity: bool) -> None:
         """Add sessions (specs, context rows, velocity standardisation) the model has not seen."""
+        fresh = [session for session in sessions if session.id not in self.session_info]
         for session in sessions:
             if session.id not in self.session_index:
                 spec = SessionSpec.of(session)
@@ -339,8 +399,35 @@ class NDT2(Decoder):
                 info["velocity_mean"] = velocity.mean(0).tolist()
                 info["velocity_std"] = velocity.std(0).clip(1e-6).tolist()
         self.session_vocab.extend([s.id for s in sessions])
+        if self.pooled_heldout:
+            self.heldout_weight_vocab.extend([s.id for s in sessions])
+        if self.unit_bias_vocab is not None:
+            self.unit_bias_vocab.extend([s.id for s in sessions])
+            self._init_unit_bias(fresh)
         self.subject_vocab.extend([self.session_info[s.id]["subject"] for s in sessions])
         self.task_vocab.extend([self.session_info[s.id]["task"] for s in sessions])
+
+    @torch.no_grad()
+    def _init_unit_bias(self, sessions: list[Session]) -> None:
+        """Start the ``unit_bias_vocab`` rows of ``sessions``: log mean train count per bin of each neuron."""
+        n = self.neurons_per_token
+        for session in sessions:
+            spec = self.specs[self.session_index[session.id]]
+            binned = bin_trials(session, self.bin_size, split="train", behavior=())
+            if not binned.mask.any():
+                continue  # no train trials: the row stays 0 and is learned
+            mean = binned.counts[binned.mask].mean(0)  # (U,)
+            row = np.zeros(self.n_space * n, dtype=np.float32)
+            offset = int(self.config["max_heldin_patches"]) * n
+            row[:spec.n_heldin] = np.log(np.clip(mean[spec.heldin_index], 1e-3, None))
+            row[offset:offset + spec.n_heldout] = np.log(np.clip(mean[spec.heldout_index], 1e-3, None))
+            index = int(self.unit_bias_vocab.index([session.id])[0])
+            self.unit_bias_vocab.weight[index] = torch.from_numpy(row).to(self.unit_bias_vocab.weight.device)
+
+    def unit_bias(self, context: torch.Tensor, space: torch.Tensor) -> torch.Tensor:
+        """(B, 3) context rows, (B, L) patch index of each token -> (B, L, n) log-rate offsets."""
+        table = self.unit_bias_vocab(context[:, 0]).view(len(context), self.n_space, self.neurons_per_token)
+        return table[torch.arange(len(context), device=space.device)[:, None], space]
 
     def context_rows(self, session_id: str) -> np.ndarray:
         """(3,) int64 vocabulary rows of a session's (session, subject, task) tokens."""
@@ -435,7 +522,9 @@ class NDT2(Decoder):
         rules = {"tokenizer.": decay ** (n_layers + 1)}
         rules.update({f"encoder.{i}.": decay ** (n_layers - i) for i in range(n_layers)})
         fast = float(self.config["new_param_lr_mult"])
-        rules.update({prefix: fast for prefix in ("session_vocab.", "subject_vocab.", "task_vocab.", "context_flags",
+        rules.update({prefix: fast for prefix in ("session_vocab.", "subject_vocab.", "task_vocab.", "unit_bias_vocab.",
+                                                  "heldout_weight_vocab.",
+                                                  "context_flags",
                                                   *new_prefixes)})
         return rules
 
@@ -483,13 +572,16 @@ class NDT2(Decoder):
                 raise DataError(f"ndt2 finetune --mode full decodes {BEHAVIOR!r}; sessions "
                                 f"{[s.id for s in sessions if BEHAVIOR not in s.behavior]} have none")
             with_velocity = False
-        before = {name: len(getattr(self, name)) for name in ("session_vocab", "subject_vocab", "task_vocab")}
+        per_session = ("session_vocab", "subject_vocab", "task_vocab") + \
+            (("unit_bias_vocab",) if self.unit_bias_vocab is not None else ()) + \
+            (("heldout_weight_vocab",) if self.pooled_heldout else ())
+        before = {name: len(getattr(self, name)) for name in per_session}
         self._register(sessions, with_velocity=with_velocity)
         hooks = []
         if mode == "units":
             for param in self.parameters():
                 param.requires_grad_(False)
-            for name in ("session_vocab", "subject_vocab", "task_vocab"):
+            for name in per_session:
                 vocab = getattr(self, name)
                 if len(vocab) > before[name]:  # only vocabularies that grew have rows to learn
                     vocab.weight.requires_grad_(True)
