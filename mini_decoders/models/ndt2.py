@@ -121,7 +121,7 @@ class NDT2(Decoder):
                      warmup_steps=2, val_every=None, early_stopping_patience=None, finetune_steps=6),
         # CPU-sized: ~0.1 s/step on a quiet 2-core laptop (measured 0.8 s/step on a shared, overloaded one).
         "quick": dict(_TRAIN, dim=64, layers=3, heads=4, ffn_mult=2, decoder_layers=2, dropout=0.1, pre_norm=True,
-                      mask_ratio=0.5, max_steps=600, batch_size=32, lr=2e-3, warmup_steps=50, val_every=100,
+                      mask_ratio=0.5, max_steps=1200, batch_size=32, lr=3e-3, warmup_steps=50, val_every=100,
                       early_stopping_patience=None, finetune_steps=200),
         # Paper scale (NDT2 f32): hidden 256, 6 layers, 4 heads, FFN factor 1, post-norm, lr 5e-4,
         # batch 128 x 2 accumulated (here 256 in one step; ~3 GB at 50-bin trials in bf16).
