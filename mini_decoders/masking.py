@@ -9,6 +9,14 @@ decisions make a scheme:
      neighbour).
    - ``neuron`` (MtM): whole neurons, every bin of a chosen neuron (co-smoothing-like).
    - ``random``: single (bin, neuron) entries.
+   - ``causal`` (MtM): the same selection as ``temporal``; what makes it causal is the model's
+     attention (a bin sees only itself and earlier bins), which this module does not touch.
+   - ``inter_region`` (MtM): one region per sample, *all* of its neurons in every bin: predict a
+     whole brain area from the others.
+   - ``intra_region`` (MtM): one target region per sample; every *other* region is hidden
+     completely and a fraction ``ratio`` of the target region's neurons too. Only the hidden
+     neurons of the target region are scored: predict part of an area from the rest of it.
+   Region schemes need a per-unit region index (``regions``, -1 = no region, i.e. padding).
 2. **what the model sees instead** (BERT's recipe): a fraction ``zero_ratio`` of the hidden entries
    become 0 (NDT1/MtM default: all of them); a fraction ``random_ratio`` of the rest become a random
    count; whatever is left keeps its true value. Keeping true values (``zero_ratio +
@@ -19,7 +27,6 @@ decisions make a scheme:
 :func:`mask_counts` does both and returns ``(masked_inputs, loss_mask)``: the loss is computed on
 ``loss_mask`` entries only, because predicting a value the model can see teaches it to copy.
 Everything draws from an optional ``torch.Generator``, so a mask is reproducible.
-MtM's region schemes can be added as further selection functions with the same signature.
 """
 
 from __future__ import annotations
@@ -30,7 +37,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-SCHEMES = ("temporal", "neuron", "random")
+from mini_decoders.errors import DataError
+
+SCHEMES = ("temporal", "neuron", "random", "causal", "inter_region", "intra_region")
+REGION_SCHEMES = ("inter_region", "intra_region")
 
 
 @dataclass
@@ -38,11 +48,12 @@ class MaskConfig:
     """One masking recipe.
 
     Attributes:
-        scheme: ``"temporal"``, ``"neuron"`` or ``"random"`` (see the module docstring).
-        ratio: expected fraction of bins / neurons / entries selected (NDT1: 0.2-0.25; MtM 0.3).
+        scheme: one of ``SCHEMES`` (see the module docstring).
+        ratio: expected fraction of bins / neurons / entries selected (NDT1: 0.2-0.25; MtM 0.3);
+            ``intra_region``: of the target region's neurons; unused by ``inter_region``.
         zero_ratio: fraction of the selected entries set to 0.
         random_ratio: fraction of the *remaining* selected entries set to a random count.
-        max_span: temporal only: spans of 1..``max_span`` consecutive bins (1 = single bins).
+        max_span: temporal and causal: spans of 1..``max_span`` consecutive bins (1 = single bins).
     """
 
     scheme: str = "temporal"
@@ -95,17 +106,101 @@ def neuron_selection(batch: int, n_units: int, ratio: float, *, device: torch.de
     return _uniform((batch, n_units), torch.device(device), generator) < ratio
 
 
-def select_entries(shape: tuple[int, int, int], config: MaskConfig, *, device: torch.device | str = "cpu",
-                   generator: Optional[torch.Generator] = None) -> Tensor:
-    """The (B, T, U) bool selection of ``config.scheme`` (True = hidden)."""
+def region_targets(regions: Tensor, *, generator: Optional[torch.Generator] = None) -> Tensor:
+    """One region per sample, drawn uniformly among the regions that sample has units in.
+
+    Args:
+        regions: (B, U) int64 region index of each unit; -1 = no region (padding), never drawn.
+
+    Returns:
+        (B,) int64 region index; -1 for a sample with no unit in any region.
+    """
+    batch = regions.shape[0]
+    n_regions = int(regions.max()) + 1 if regions.numel() else 0
+    if n_regions <= 0:
+        return torch.full((batch,), -1, dtype=torch.int64, device=regions.device)
+    present = torch.zeros(batch, n_regions + 1, dtype=torch.bool, device=regions.device)
+    present.scatter_(1, (regions + 1).clamp_min(0), True)  # column 0 collects the -1s
+    present = present[:, 1:]  # (B, R)
+    score = torch.where(present, _uniform((batch, n_regions), regions.device, generator), torch.full_like(
+        present, -1.0, dtype=torch.float32))
+    target = score.argmax(dim=1)
+    return torch.where(present.any(dim=1), target, torch.full_like(target, -1))
+
+
+def inter_region_selection(regions: Tensor, *, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Hide every neuron of one region per sample: (B, U) int64 regions -> (B, U) bool, True = hidden."""
+    target = region_targets(regions, generator=generator)
+    return (regions == target[:, None]) & (regions >= 0)
+
+
+def intra_region_selection(regions: Tensor, ratio: float, *,
+                           generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
+    """Hide all other regions and ``ratio`` of one target region per sample.
+
+    Returns:
+        hidden: (B, U) bool, what the input hides (other regions entirely + the drawn target units).
+        scored: (B, U) bool, the target region's hidden units, the only ones the loss scores.
+    """
+    target = region_targets(regions, generator=generator)
+    real = regions >= 0
+    in_target = (regions == target[:, None]) & real
+    scored = in_target & (_uniform(tuple(regions.shape), regions.device, generator) < ratio)
+    return (real & ~in_target) | scored, scored
+
+
+def _region_index(regions: Optional[Tensor], batch: int, n_units: int, scheme: str) -> Tensor:
+    if regions is None:
+        raise DataError(f"mask scheme {scheme!r} needs `regions`: the region index of every unit "
+                        "((U,) or (B, U) int64, -1 = padding)")
+    regions = torch.as_tensor(regions)
+    if regions.ndim == 1:
+        regions = regions.expand(batch, -1)
+    if tuple(regions.shape) != (batch, n_units):
+        raise DataError(f"`regions` must have shape ({n_units},) or ({batch}, {n_units}) for counts of "
+                        f"{n_units} units, got {tuple(regions.shape)}")
+    return regions.long()
+
+
+def select_masks(shape: tuple[int, int, int], config: MaskConfig, *, regions: Optional[Tensor] = None,
+                 device: torch.device | str = "cpu",
+                 generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
+    """What ``config.scheme`` hides and what it scores.
+
+    Args:
+        shape: (B, T, U) of the counts.
+        regions: region schemes only: (U,) or (B, U) int64 region index per unit, -1 = padding.
+
+    Returns:
+        hidden: (B, T, U) bool, True = hidden from the input.
+        scored: (B, T, U) bool, True = in the loss; equal to ``hidden`` except for
+        ``intra_region`` (other regions are hidden but not scored).
+    """
     batch, n_bins, n_units = shape
-    if config.scheme == "temporal":
+    if config.scheme in ("temporal", "causal"):
         chosen = temporal_selection(batch, n_bins, config.ratio, config.max_span, device=device, generator=generator)
-        return chosen[:, :, None].expand(shape)
+        hidden = chosen[:, :, None].expand(shape)
+        return hidden, hidden
     if config.scheme == "neuron":
         chosen = neuron_selection(batch, n_units, config.ratio, device=device, generator=generator)
-        return chosen[:, None, :].expand(shape)
-    return _uniform(shape, torch.device(device), generator) < config.ratio
+        hidden = chosen[:, None, :].expand(shape)
+        return hidden, hidden
+    if config.scheme in REGION_SCHEMES:
+        index = _region_index(regions, batch, n_units, config.scheme).to(device)
+        if config.scheme == "inter_region":
+            hidden = inter_region_selection(index, generator=generator)
+            scored = hidden
+        else:
+            hidden, scored = intra_region_selection(index, config.ratio, generator=generator)
+        return hidden[:, None, :].expand(shape), scored[:, None, :].expand(shape)
+    hidden = _uniform(shape, torch.device(device), generator) < config.ratio
+    return hidden, hidden
+
+
+def select_entries(shape: tuple[int, int, int], config: MaskConfig, *, device: torch.device | str = "cpu",
+                   generator: Optional[torch.Generator] = None, regions: Optional[Tensor] = None) -> Tensor:
+    """The (B, T, U) bool selection of ``config.scheme`` (True = hidden); see :func:`select_masks`."""
+    return select_masks(shape, config, regions=regions, device=device, generator=generator)[0]
 
 
 def hide(inputs: Tensor, selected: Tensor, zero_ratio: float = 1.0, random_ratio: float = 1.0, *,
@@ -134,7 +229,8 @@ def hide(inputs: Tensor, selected: Tensor, zero_ratio: float = 1.0, random_ratio
 
 
 def mask_counts(inputs: Tensor, config: MaskConfig, valid: Optional[Tensor] = None, *,
-                generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
+                generator: Optional[torch.Generator] = None,
+                regions: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """Hide entries of a batch of binned counts.
 
     Args:
@@ -143,13 +239,17 @@ def mask_counts(inputs: Tensor, config: MaskConfig, valid: Optional[Tensor] = No
         valid: optional (B, T, U) (or broadcastable, e.g. (B, T, 1)) bool, False on padding
             (padded bins or units): never selected, never scored.
         generator: the random source (None = torch's global one).
+        regions: region schemes only: (U,) or (B, U) int64 region index of each unit (-1 =
+            padding, never hidden).
 
     Returns:
         masked_inputs: (B, T, U) what the model sees.
-        loss_mask: (B, T, U) bool, the hidden entries the loss is computed on.
+        loss_mask: (B, T, U) bool, the hidden entries the loss is computed on (for
+        ``intra_region`` only the target region's, though other regions are hidden too).
     """
-    selected = select_entries(tuple(inputs.shape), config, device=inputs.device, generator=generator)
+    selected, scored = select_masks(tuple(inputs.shape), config, regions=regions, device=inputs.device,
+                                    generator=generator)
     if valid is not None:
-        selected = selected & valid
+        selected, scored = selected & valid, scored & valid
     masked = hide(inputs, selected, config.zero_ratio, config.random_ratio, generator=generator)
-    return masked, selected
+    return masked, scored

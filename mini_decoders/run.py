@@ -280,8 +280,10 @@ class Run:
         models that output velocity; NLB's ridge-from-rates for rate models, fitted on the train
         trials), ``psth_r2`` (rate models, when trials have 2+ condition labels); ``fp_bps`` only
         for models whose predictions include ``rates_forward`` (none of the baselines), scored
-        against the spikes in the bins after each trial's end. Plus ``params``,
-        ``train_seconds`` and ``samples_per_second`` from training.
+        against the spikes in the bins after each trial's end. A model with a method
+        ``extra_metrics(session, binned) -> {name: value}`` adds its own scores of the same trials
+        (MtM: ``cosmooth_bps``, ``forward_bps``, ...). Plus ``params``, ``train_seconds`` and
+        ``samples_per_second`` from training.
 
         Returns:
             ``{"split": split, "sessions": {id: {metric: value}}, "mean": {metric: value},
@@ -339,6 +341,10 @@ class Run:
             scores["psth_r2"] = _finite_or_none(psth_r2_from_spikes(
                 rates[evaluated, :common].astype(np.float64), counts[evaluated, :common][..., order],
                 conditions, self.bin_size, PSTH_KERN_SD))
+        extra_metrics = getattr(self.model, "extra_metrics", None)
+        if callable(extra_metrics):  # a model's own scores on the same trials (MtM: its four tasks)
+            extra = extra_metrics(session, binned.subset(evaluated))
+            scores.update({key: _finite_or_none(value) for key, value in extra.items()})
         return scores
 
 

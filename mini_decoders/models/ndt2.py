@@ -565,7 +565,9 @@ class NDT2(Decoder):
         train_config = {**self.config, "max_steps": int(self.config["finetune_steps"]),
                         "lr": float(self.config["lr"]) * float(self.config["finetune_lr_scale"]),
                         "warmup_steps": max(1, int(self.config["finetune_steps"]) // 10)}
-        train_config.update(config)
+        # Only what differs from the model's own config is an override: ``Run.finetune`` passes the
+        # whole model config, which must not put the pretraining steps and lr back.
+        train_config.update({k: v for k, v in config.items() if self.config.get(k) != v})
         with_velocity = mode == "full" or self.decodes_behavior
         if with_velocity and not all(BEHAVIOR in s.behavior for s in sessions):
             if mode == "full":

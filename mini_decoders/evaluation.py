@@ -1,0 +1,271 @@
+"""The four MtM evaluations: what the model may see, what it is scored on, and the scores.
+
+MtM (Zhang et al. 2024) asks one model four questions about a test trial. Each is defined by the
+entries the input *hides* and the entries that are *scored*; nothing scored is ever visible:
+
+- ``co_smoothing``: nothing is hidden; score the held-out neurons (never an input; NLB co-bps).
+- ``forward_prediction``: hide the last ``forward_bins`` bins (200 ms) of every held-in neuron;
+  score every neuron (held-in and held-out) in those bins.
+- ``inter_region``: for each region R in turn, hide every held-in neuron of R in every bin;
+  score those neurons. "Predict a brain area from the others."
+- ``intra_region``: for each region R and each of ``n_folds`` folds of R's held-in neurons, hide
+  every other region and that fold; score the fold. "Predict part of an area from the rest."
+
+A *pass* is one forward run of the model on a masked input; a task is one or more passes whose
+scored entries are disjoint, so each entry is scored exactly once. Per task:
+
+- ``bps``: bits per spike of the scored entries (NLB definition, null = each neuron's mean over
+  the scored entries);
+- ``psth_r2``: R² of condition-averaged predicted rates against condition-averaged smoothed spikes
+  (trials aligned at their first scored bin);
+- ``trial_r2``: R² of single-trial predicted rates against the smoothed spikes of that trial
+  (smoothing corrected for the trial's edges, see :func:`edge_corrected_smoothing`).
+
+The functions here know nothing about models: :func:`evaluate_tasks` takes a ``predict`` callable,
+so the same code scores a model, a baseline, or the simulator's true rates (the oracle).
+
+Shapes: N trials, T bins, U units in the session's unit-table order, ``U_in`` held-in units in
+table order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from mini_decoders.data.binning import BinnedTrials
+from mini_decoders.errors import DataError
+from mini_decoders.metrics import bits_per_spike, condition_trials, psth_r2, r2_score, smooth_spikes
+
+TASKS = ("co_smoothing", "forward_prediction", "intra_region", "inter_region")
+TASK_KEYS = {"co_smoothing": "cosmooth", "forward_prediction": "forward", "intra_region": "intra",
+             "inter_region": "inter"}  # short names of the eval JSON keys, e.g. ``forward_bps``
+FORWARD_BINS = 10  # 200 ms at 20 ms bins, as NLB's forward prediction and MtM
+KERN_SD = 0.07  # s, smoothing of the observed spikes for the R² scores (NLB MC_Maze)
+
+Predict = Callable[[np.ndarray, str], np.ndarray]  # (hidden (N, T, U_in) bool, task) -> rates (N, T, U)
+
+
+@dataclass
+class TaskPass:
+    """One masked input and what it is scored on.
+
+    Attributes:
+        hidden: (N, T, U_in) bool, held-in entries the input hides.
+        scored: (N, T, U) bool, entries (all units, table order) scored from this pass.
+    """
+
+    hidden: np.ndarray
+    scored: np.ndarray
+
+
+def region_index(regions: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """(U,) region names -> ((U,) int64 index into the names, the distinct names in order of appearance)."""
+    names = list(dict.fromkeys(np.asarray(regions).astype(str).tolist()))
+    lookup = {name: i for i, name in enumerate(names)}
+    return np.array([lookup[str(r)] for r in np.asarray(regions).astype(str)], dtype=np.int64), names
+
+
+def task_passes(task: str, valid: np.ndarray, heldout: np.ndarray, regions: np.ndarray, *,
+                forward_bins: int = FORWARD_BINS, n_folds: int = 3) -> list[TaskPass]:
+    """The passes of one evaluation task.
+
+    Args:
+        task: one of ``TASKS``.
+        valid: (N, T) bool, real bins of each trial.
+        heldout: (U,) bool, held-out units (never an input).
+        regions: (U,) region name of each unit.
+        forward_bins: bins at the end of each trial hidden and scored by ``forward_prediction``.
+        n_folds: ``intra_region`` hides 1/n_folds of the target region per pass.
+
+    Returns:
+        list of :class:`TaskPass`; empty when the task is undefined for these data (no held-out
+        units for co-smoothing; fewer than two regions with held-in units for the region tasks).
+    """
+    if task not in TASKS:
+        raise DataError(f"evaluation task must be one of {TASKS}, got {task!r}")
+    valid = np.asarray(valid, dtype=bool)
+    heldout = np.asarray(heldout, dtype=bool)
+    if len(regions) != len(heldout):
+        raise DataError(f"`regions` has {len(regions)} entries but there are {len(heldout)} units")
+    n_trials, n_bins = valid.shape
+    heldin_index = np.flatnonzero(~heldout)
+    n_in, n_units = len(heldin_index), len(heldout)
+    nothing = np.zeros((n_trials, n_bins, n_in), dtype=bool)
+    unit_region, names = region_index(np.asarray(regions)[heldin_index]) if n_in else (np.zeros(0, np.int64), [])
+
+    def full_units(hidden_units: np.ndarray) -> np.ndarray:  # (U_in,) bool -> (N, T, U_in) on real bins
+        return valid[:, :, None] & hidden_units[None, None, :]
+
+    def scored_heldin(hidden: np.ndarray) -> np.ndarray:  # (N, T, U_in) -> (N, T, U) in table order
+        scored = np.zeros((n_trials, n_bins, n_units), dtype=bool)
+        scored[..., heldin_index] = hidden
+        return scored
+
+    if task == "co_smoothing":
+        if not heldout.any():
+            return []
+        return [TaskPass(nothing, valid[:, :, None] & heldout[None, None, :])]
+    if task == "forward_prediction":
+        if forward_bins < 1:
+            raise DataError(f"forward_bins must be >= 1, got {forward_bins}")
+        lengths = valid.sum(1)
+        if (lengths <= forward_bins).any():
+            raise DataError(f"forward prediction hides the last {forward_bins} bins, but a trial has only "
+                            f"{int(lengths.min())} bins: nothing would be left to predict from")
+        late = valid & (np.arange(n_bins)[None, :] >= (lengths - forward_bins)[:, None])  # (N, T)
+        return [TaskPass(np.repeat(late[:, :, None], n_in, axis=2), np.repeat(late[:, :, None], n_units, axis=2))]
+    if len(names) < 2:
+        return []
+    passes = []
+    for r in range(len(names)):  # a handful of regions: one pass (or n_folds) each
+        members = np.flatnonzero(unit_region == r)
+        if task == "inter_region":
+            hidden = full_units(unit_region == r)
+            passes.append(TaskPass(hidden, scored_heldin(hidden)))
+            continue
+        others = unit_region != r
+        fold_of = np.full(n_in, -1)
+        fold_of[members] = np.arange(len(members)) % n_folds
+        for fold in range(min(n_folds, len(members))):
+            target = full_units(fold_of == fold)
+            passes.append(TaskPass(full_units(others) | target, scored_heldin(target)))
+    return passes
+
+
+def predict_task(predict: Predict, task: str, passes: list[TaskPass]) -> tuple[np.ndarray, np.ndarray]:
+    """Run every pass and keep each pass's scored entries.
+
+    Returns:
+        rates: (N, T, U) float64, predictions on scored entries, NaN elsewhere.
+        scored: (N, T, U) bool, the union of the passes' scored entries.
+    """
+    rates = np.full(passes[0].scored.shape, np.nan)
+    scored = np.zeros(passes[0].scored.shape, dtype=bool)
+    for one in passes:
+        predicted = np.asarray(predict(one.hidden, task), dtype=np.float64)
+        if predicted.shape != one.scored.shape:
+            raise DataError(f"predict returned shape {predicted.shape} for task {task!r}, expected "
+                            f"(N, T, U) = {one.scored.shape}")
+        rates = np.where(one.scored, predicted, rates)
+        scored |= one.scored
+    return rates, scored
+
+
+def score_task(rates: np.ndarray, counts: np.ndarray, scored: np.ndarray, conditions: np.ndarray | None,
+               bin_size: float, kern_sd: float = KERN_SD) -> dict[str, float | None]:
+    """Bits/spike, PSTH R² and single-trial R² of the scored entries.
+
+    Args:
+        rates: (N, T, U) predicted expected counts per bin (only scored entries are read).
+        counts: (N, T, U) observed counts; NaN = padding.
+        scored: (N, T, U) bool.
+        conditions: (N,) condition labels (PSTH R² needs two or more), or None.
+        bin_size, kern_sd: seconds; the observed spikes are Gaussian-smoothed (sd ``kern_sd``) over
+            each whole trial, edge-corrected, before the R² scores.
+
+    Returns:
+        ``{"bps", "psth_r2", "trial_r2"}``; None where a score is undefined.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if not scored.any():
+        return {"bps": None, "psth_r2": None, "trial_r2": None}
+    if np.isnan(rates[scored]).any():
+        raise DataError("score_task: `rates` has NaN on scored entries")
+    spikes = np.where(scored, counts, np.nan)
+    out: dict[str, float | None] = {"bps": _finite(bits_per_spike(np.where(scored, rates, 1.0), spikes))}
+    columns = scored.any(axis=(0, 1))  # units scored anywhere
+    smoothed = np.where(scored, edge_corrected_smoothing(counts, bin_size, kern_sd), np.nan)[..., columns]
+    predicted = np.where(scored, rates, 0.0)[..., columns]
+    rows = scored[..., columns].all(-1)  # bins where every scored unit is scored
+    out["trial_r2"] = _finite(r2_score(predicted[rows], smoothed[rows])) if rows.sum() >= 2 else None
+    out["psth_r2"] = None
+    if conditions is not None and len(set(np.asarray(conditions).astype(str).tolist()) - {""}) >= 2:
+        # Align trials at their first scored bin and keep the bins every trial has.
+        n_common = int(rows.sum(1).min())
+        if n_common >= 2:
+            first = np.argsort(~rows, axis=1, kind="stable")[:, :n_common]  # (N, K) scored bins in time order
+            take = first[:, :, None]
+            aligned_rates = np.take_along_axis(predicted, take, axis=1)
+            aligned_smooth = np.take_along_axis(smoothed, take, axis=1)
+            _, trial_indices = condition_trials(np.asarray(conditions).astype(str))
+            true_psth = np.stack([aligned_smooth[trials].mean(0) for trials in trial_indices])
+            out["psth_r2"] = _finite(psth_r2(aligned_rates, true_psth, trial_indices))
+    return out
+
+
+def edge_corrected_smoothing(counts: np.ndarray, bin_size: float, kern_sd: float) -> np.ndarray:
+    """Gaussian-smoothed counts, divided by the kernel mass that fell inside the trial.
+
+    Plain smoothing (:func:`~mini_decoders.metrics.smooth_spikes`) treats the world outside a trial
+    as silent, so the last bins of a trial — exactly the ones forward prediction scores — come out
+    too low. Dividing by the smoothed indicator of real bins removes that bias.
+
+    Args:
+        counts: (N, T, U) counts, NaN on padding.
+
+    Returns:
+        (N, T, U) float64, NaN on padding.
+    """
+    inside = np.where(np.isnan(counts), np.nan, 1.0)
+    return smooth_spikes(counts, bin_size, kern_sd) / smooth_spikes(inside, bin_size, kern_sd)
+
+
+def evaluate_tasks(predict: Predict, binned: BinnedTrials, heldout: np.ndarray, regions: np.ndarray, *,
+                   tasks: tuple[str, ...] = TASKS, forward_bins: int = FORWARD_BINS, n_folds: int = 3,
+                   kern_sd: float = KERN_SD) -> dict[str, dict[str, float | None]]:
+    """Score ``predict`` on every task.
+
+    Args:
+        predict: ``predict(hidden, task) -> rates``: hidden (N, T, U_in) bool (held-in entries to
+            zero in the input), the task name (so a model can choose its prompt); returns
+            (N, T, U) expected counts per bin for every unit, in unit-table order.
+        binned: the trials to evaluate (e.g. the test split).
+        heldout: (U,) bool; regions: (U,) region names.
+
+    Returns:
+        task -> ``{"bps", "psth_r2", "trial_r2"}`` (None for an undefined task or score).
+    """
+    counts = np.where(binned.mask[:, :, None], binned.counts.astype(np.float64), np.nan)
+    results = {}
+    for task in tasks:
+        passes = task_passes(task, binned.mask, heldout, regions, forward_bins=forward_bins, n_folds=n_folds)
+        if not passes:
+            results[task] = {"bps": None, "psth_r2": None, "trial_r2": None}
+            continue
+        rates, scored = predict_task(predict, task, passes)
+        results[task] = score_task(rates, counts, scored, binned.condition, binned.bin_size, kern_sd)
+    return results
+
+
+def flat_task_scores(results: dict[str, dict[str, float | None]]) -> dict[str, float | None]:
+    """``{task: {score: v}}`` -> ``{"cosmooth_bps": v, "forward_psth_r2": v, ...}`` (eval JSON keys)."""
+    return {f"{TASK_KEYS[task]}_{score}": value for task, scores in results.items() for score, value in scores.items()}
+
+
+def oracle_task_scores(session, truth, split: str = "test", bin_size: float = 0.02, *,
+                       tasks: tuple[str, ...] = TASKS, forward_bins: int = FORWARD_BINS, n_folds: int = 3,
+                       kern_sd: float = KERN_SD) -> dict[str, dict[str, float | None]]:
+    """The scores of the simulator's true rates on every task: the ceiling for any model on these trials.
+
+    Args:
+        session: the :class:`~mini_decoders.data.session.Session` (from ``simulate`` or ``read_nwb``).
+        truth: its :class:`~mini_decoders.data.simulate.TrueRates` (``dataset.truth[id]``, or
+            ``TrueRates.load("<id>_truth.h5")`` next to a file written by ``mini-decoders data synth``).
+        split, bin_size: which trials, binned how.
+    """
+    from mini_decoders.data.binning import bin_trials
+
+    if [str(u) for u in truth.unit_ids] != [str(u) for u in session.units.ids]:
+        raise DataError(f"oracle_task_scores: the true rates ({truth.session_id!r}) are for other units than "
+                        f"session {session.id!r}; pass the truth file written next to this session")
+    binned = bin_trials(session, bin_size, split=split, behavior=())
+    expected = truth.expected_counts(binned.starts, binned.lengths, bin_size)  # (N, T, U), NaN past each trial
+    return evaluate_tasks(lambda hidden, task: expected, binned, session.units.heldout, session.units.region,
+                          tasks=tasks, forward_bins=forward_bins, n_folds=n_folds, kern_sd=kern_sd)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and np.isfinite(value) else None
