@@ -369,7 +369,7 @@ def check_mae_visible(student_fn) -> None:
 # ================================================================================================
 # Chapters being written (planned=True until their cells exist): MtM and VQ
 
-@exercise(function="my_inter_region_mask", source="06_mtm_multitask_masking", planned=True,
+@exercise(function="my_inter_region_mask", source="06_mtm_universal_translator", planned=True,
           reference="mini_decoders.masking.inter_region_selection")
 def check_inter_region_mask(student_fn) -> None:
     """MtM's inter-region mask: hide every unit of each sample's target region."""
