@@ -1,0 +1,670 @@
+"""VQ tokens: compress neural activity into a learned vocabulary, then model the codes.
+
+Three stages, each one run of the package's Trainer (the budget ``max_steps`` is split between
+them by ``stage_fractions``):
+
+1. **Tokenizer** (:class:`~mini_decoders.tokenizers.vq.VQTokenizer`): a VQ-VAE over windows of
+   ``window`` bins of the held-in population. Loss: Poisson NLL of the held-in counts *and*
+   (weighted by ``heldout_weight``) the held-out counts, reconstructed from the codes alone, plus
+   the commitment loss. The held-out neurons are never read, so the only way to predict them is
+   to put the population's shared state into the codes rather than the held-in neurons' noise.
+   The codebook starts from k-means of the first encoder outputs, follows an EMA, and codes that
+   fall out of use are restarted on random encoder outputs every ``restart_every`` steps.
+2. **Masked code model**: a transformer over code tokens (a token = a projection of the code's
+   codebook vector, plus a window position and a session vector). ``mask_ratio`` of the windows
+   are replaced by a mask token and their codes predicted with cross-entropy over the K codes
+   (LaBraM's pretraining objective, on spikes). The output is tied to the codebook (a predicted
+   point in code space, scored by distance to every code): with a free ``Linear(D, K)`` head and
+   per-code input vectors the model memorised the training sequences (held-out cross-entropy
+   *rose* above the codes' entropy); tied, it saves ~1 bit per code on held-out trials.
+3. **Behaviour decoder on codes**: the same transformer, fine-tuned with every code visible,
+   and a head that reads hand velocity for each bin of each window (MSE on standardised
+   velocity). With ``behavior_reads_decoder`` each token also gets (through a zero-initialised
+   projection) the frozen tokenizer decoder's contextual vector of its window: a function of the
+   codes only, learned from every neuron's spikes rather than from two velocity channels (on
+   simulated session 0, K = 256: velocity R² 0.66-0.68 without it, 0.70 with it). Not in stage 2:
+   the decoder reads every code, so it would reveal the hidden ones.
+
+    counts (B, T, U_in) --VQTokenizer--> codes (B, N) --code transformer--> velocity (B, T, 2)
+                                          \\--VQ decoder--> rates (B, T, U_in + U_out)
+
+Predictions: ``rates_heldin`` / ``rates_heldout`` are the tokenizer's reconstruction *from the
+codes* (so co-bps measures what the codes say about neurons they never saw); ``hand_vel`` is the
+behaviour decoder's. The tokenizer is non-causal within a trial (its decoder reads all codes).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from mini_decoders.data.batching import collate_binned
+from mini_decoders.data.binning import BinnedTrials, bin_trials
+from mini_decoders.data.session import Session
+from mini_decoders.errors import DataError, RunError
+from mini_decoders.metrics import bits_per_spike, r2_score
+from mini_decoders.models.base import Decoder, SessionSpec
+from mini_decoders.nn.attention import TransformerBlock
+from mini_decoders.nn.positions import LearnedPositions
+from mini_decoders.nn.quantize import perplexity
+from mini_decoders.tokenizers.vq import VQTokenizer, window_mask
+
+BEHAVIOR = "hand_vel"
+STAGES = ("tokenizer", "codes", "behavior")
+PAD_CODE = -1  # codes of padded windows in the arrays this module returns
+
+
+def poisson_nll_terms(log_rates: Tensor, counts: Tensor) -> Tensor:
+    """Per-entry Poisson negative log-likelihood, without the ``log(counts!)`` constant."""
+    return torch.exp(log_rates) - counts * log_rates
+
+
+def random_window_mask(window_valid: Tensor, ratio: float, generator: torch.Generator | None = None) -> Tensor:
+    """Which code tokens to hide: about ``ratio`` of each sample's real windows, at least one.
+
+    Args:
+        window_valid: (B, N) bool real windows.
+    Returns:
+        (B, N) bool, True = hidden (only real windows).
+    """
+    noise = torch.rand(window_valid.shape, generator=generator, device="cpu").to(window_valid.device)
+    hidden = (noise < ratio) & window_valid
+    # A sample that drew nothing hides its window with the smallest noise: every sample is scored.
+    first = noise.masked_fill(~window_valid, 2.0).argmin(dim=1)
+    empty = ~hidden.any(dim=1) & window_valid.any(dim=1)
+    hidden[empty, first[empty]] = True
+    return hidden
+
+
+def collate_codes(items: list[dict]) -> dict[str, Tensor]:
+    """Pad code sequences of unequal length.
+
+    Items: ``codes`` (N_i,) int64, ``session`` int, optional ``behavior`` (N_i * W, D) float32.
+
+    Returns:
+        ``codes`` (B, N) int64 (0 in padding), ``window_valid`` (B, N) bool, ``session`` (B,),
+        and ``behavior`` (B, N * W, D) NaN-padded when the items have it.
+    """
+    n_windows = max(len(item["codes"]) for item in items)
+    codes = np.zeros((len(items), n_windows), dtype=np.int64)
+    valid = np.zeros((len(items), n_windows), dtype=bool)
+    for row, item in enumerate(items):  # a loop per trial
+        codes[row, :len(item["codes"])] = item["codes"]
+        valid[row, :len(item["codes"])] = True
+    batch = {"codes": torch.from_numpy(codes), "window_valid": torch.from_numpy(valid),
+             "session": torch.tensor([item["session"] for item in items], dtype=torch.int64)}
+    if "behavior" in items[0]:
+        n_bins = max(len(item["behavior"]) for item in items)
+        behavior = np.full((len(items), n_bins, items[0]["behavior"].shape[1]), np.nan, dtype=np.float32)
+        for row, item in enumerate(items):
+            behavior[row, :len(item["behavior"])] = item["behavior"]
+        batch["behavior"] = torch.from_numpy(behavior)
+    return batch
+
+
+# ================================================================================================
+# The transformer over code tokens
+
+class CodeTransformer(nn.Module):
+    """Code tokens -> contextual vectors, with a masked-code head and a velocity head.
+
+    Args:
+        codebook_dim: C, size of a codebook vector (tokens start from the code's vector).
+        num_codes: K.
+        n_sessions: sessions (each gets a learned vector added to every token).
+        dim, layers, heads, dropout: the transformer.
+        max_windows: longest code sequence.
+        window: bins per code (the velocity head outputs one value per bin).
+        behavior_dims: velocity channels.
+        feature_dim: size of an optional extra input per token (0 = none).
+        per_code_embedding: add a free learned vector per code to its token (on top of the
+            projection of its codebook vector).
+        tied_head: score the codes by distance in codebook space (see :meth:`code_logits`) instead
+            of with a free ``Linear(D, K)``.
+    """
+
+    def __init__(self, codebook_dim: int, num_codes: int, n_sessions: int, dim: int, layers: int, heads: int,
+                 dropout: float, max_windows: int, window: int, behavior_dims: int = 2, feature_dim: int = 0,
+                 per_code_embedding: bool = True, tied_head: bool = False):
+        super().__init__()
+        self.window, self.behavior_dims = window, behavior_dims
+        self.code_projection = nn.Linear(codebook_dim, dim)
+        # Optional extra input per token (the VQ decoder's view of the code sequence), zero at the
+        # start so that a pretrained code model is unchanged until fine-tuning finds it useful.
+        self.feature_projection = nn.Linear(feature_dim, dim) if feature_dim else None
+        if self.feature_projection is not None:
+            nn.init.zeros_(self.feature_projection.weight)
+            nn.init.zeros_(self.feature_projection.bias)
+        self.code_embedding = nn.Embedding(num_codes, dim) if per_code_embedding else None
+        if self.code_embedding is not None:
+            nn.init.zeros_(self.code_embedding.weight)  # start from the codebook's geometry alone
+        self.mask_token = nn.Parameter(torch.randn(dim) * 0.02)
+        self.positions = LearnedPositions(max_windows, dim)
+        self.session_embedding = nn.Embedding(n_sessions, dim)
+        nn.init.normal_(self.session_embedding.weight, std=0.02)
+        self.embed_dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, ffn_mult=2, dropout=dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+        if tied_head:
+            self.code_query = nn.Linear(dim, codebook_dim)
+            self.code_log_scale = nn.Parameter(torch.zeros(()))
+            self.code_bias = nn.Parameter(torch.zeros(num_codes))  # room for the codes' frequencies
+        else:
+            self.code_head = nn.Linear(dim, num_codes)
+        self.tied_head = tied_head
+        self.behavior_head = nn.Linear(dim, window * behavior_dims)
+
+    def forward(self, codes: Tensor, code_vectors: Tensor, session: Tensor, window_valid: Tensor | None = None,
+                hidden: Tensor | None = None, features: Tensor | None = None) -> Tensor:
+        """Contextual token vectors.
+
+        Args:
+            codes: (B, N) int64 codes.
+            code_vectors: (B, N, C) their codebook rows.
+            session: (B,) session index.
+            window_valid: (B, N) bool real windows (None = all).
+            hidden: (B, N) bool tokens replaced by the mask token (None = none).
+            features: (B, N, F) extra input per token (None = none); must not be used with
+                ``hidden`` if it carries information about the hidden codes.
+        Returns:
+            (B, N, D).
+        """
+        x = self.code_projection(code_vectors)  # (B, N, D)
+        if self.code_embedding is not None:
+            x = x + self.code_embedding(codes)
+        if hidden is not None:
+            x = torch.where(hidden[..., None], self.mask_token.to(x.dtype), x)
+        if features is not None and self.feature_projection is not None:
+            x = x + self.feature_projection(features)
+        x = x + self.positions(codes.shape[1]) + self.session_embedding(session)[:, None, :]
+        x = self.embed_dropout(x)
+        if window_valid is not None and bool(window_valid.all()):
+            window_valid = None
+        for block in self.blocks:
+            x = block(x, key_padding_mask=window_valid)
+        return self.norm(x)
+
+    def code_logits(self, x: Tensor, codebook: Tensor) -> Tensor:
+        """(M, D) contextual vectors -> (M, K) logits over the codes.
+
+        Tied head: the vector predicts a point ``q`` in codebook space and code ``k`` scores
+        ``-s/2 ||q - e_k||²`` (+ a per-code bias), so codes near the truth share its credit and a
+        rare code is scored through its vector, not a row learned from its few occurrences. With
+        K = 512 codes and a few thousand training windows, a free ``Linear(D, K)`` memorises the
+        training sequences instead.
+        """
+        if not self.tied_head:
+            return self.code_head(x)
+        query = self.code_query(x).float()  # (M, C)
+        codebook = codebook.float()
+        scores = query @ codebook.t() - 0.5 * codebook.pow(2).sum(1)[None, :]  # -½||q - e||² + ½||q||²
+        return self.code_log_scale.exp() * scores + self.code_bias
+
+    def velocity(self, x: Tensor) -> Tensor:
+        """(B, N, D) -> (B, N * W, behavior_dims) standardised velocity of every bin."""
+        return self.behavior_head(x).reshape(x.shape[0], -1, self.behavior_dims)
+
+
+# ================================================================================================
+# The model
+
+class VQ(Decoder):
+    """VQ-VAE tokenizer of population activity, a masked code model, and a velocity decoder on codes.
+
+    Config (``CONFIGS``): tokenizer — ``window`` (bins per code), ``num_codes`` K, ``code_dim``,
+    ``dim``, ``encoder_layers``, ``decoder_layers``, ``heads``, ``dropout``, ``beta``,
+    ``ema_decay`` (None = codebook by gradient), ``cosine``, ``kmeans_init``, ``restart_every``
+    (steps; 0 = never restart dead codes), ``restart_threshold``, ``usage_decay``,
+    ``heldout_weight``; code model — ``code_dim_model``, ``code_layers``, ``code_heads``,
+    ``code_dropout``, ``mask_ratio``, ``tied_code_head``, ``per_code_embedding``,
+    ``behavior_reads_decoder``, ``code_lr``, ``behavior_lr``; schedule — ``max_steps`` (all
+    stages), ``stage_fractions``, ``warmup_fraction``, plus the Trainer keys (``batch_size``,
+    ``lr`` of the tokenizer, ...).
+    """
+
+    name = "vq"
+    predicts = {"rates", "hand_vel"}
+    _TRAIN = dict(bin_size=0.02, lag=0.0, max_bins=512, beta=0.25, ema_decay=0.99, cosine=False, kmeans_init=True,
+                  restart_threshold=0.03, heldout_weight=2.0, behavior_reads_decoder=True, tied_code_head=True,
+                  per_code_embedding=False, stage_fractions=[0.4, 0.35, 0.25], warmup_fraction=0.05,
+                  weight_decay=0.01, min_lr_ratio=0.05, grad_clip=1.0, precision="auto", device="auto", log_every=10,
+                  checkpoint_every=None, num_workers=0, early_stopping_patience=None)
+    CONFIGS = {
+        "tiny": dict(_TRAIN, window=2, num_codes=32, code_dim=8, dim=32, encoder_layers=0, decoder_layers=1, heads=2,
+                     dropout=0.0, restart_every=10, usage_decay=0.8, code_dim_model=32, code_layers=1, code_heads=2,
+                     code_dropout=0.0, mask_ratio=0.4, max_steps=60, batch_size=16, lr=3e-3, code_lr=2e-3,
+                     behavior_lr=2e-3, val_every=None),
+        # ~1.5 min on one quiet CPU core for one session of 300 trials (1000 + 875 + 625 steps).
+        # Chosen on simulated session 0 (velocity R² from codes, test trials; Wiener filter 0.765):
+        # K = 256 -> 0.70; K = 512 -> 0.70, 0.70, 0.79 (three seeds); K = 512 with heldout_weight
+        # 2 -> 0.74, 0.78, 0.76, at held-in reconstruction 0.77-0.81 x the oracle. Weighting the
+        # held-out neurons, which the encoder never sees, pushes the codes towards the shared state.
+        "quick": dict(_TRAIN, window=2, num_codes=512, code_dim=16, dim=64, encoder_layers=1, decoder_layers=2,
+                      heads=4, dropout=0.1, restart_every=50, usage_decay=0.95, code_dim_model=64, code_layers=3,
+                      code_heads=4, code_dropout=0.1, mask_ratio=0.4, max_steps=2500, batch_size=32, lr=2e-3,
+                      code_lr=1e-3, behavior_lr=1e-3, val_every=100),
+        # Not yet run on a GPU: sized by analogy with the other models' full recipes.
+        "full": dict(_TRAIN, window=2, num_codes=1024, code_dim=32, dim=256, encoder_layers=2, decoder_layers=4,
+                     heads=8, dropout=0.1, restart_every=100, usage_decay=0.98, code_dim_model=256, code_layers=6,
+                     code_heads=8, code_dropout=0.1, mask_ratio=0.4, max_steps=30000, batch_size=128, lr=1e-3,
+                     code_lr=5e-4, behavior_lr=5e-4, val_every=500, checkpoint_every=2000),
+    }
+
+    def __init__(self, specs: list[SessionSpec], config: dict) -> None:
+        super().__init__(specs, config)
+        c = self.config
+        for spec in self.specs:
+            if spec.n_heldin == 0:
+                raise DataError(f"vq encodes held-in units, but session {spec.id!r} has none (all "
+                                f"{len(spec.heldout)} units are marked `heldout`)")
+        fractions = [float(f) for f in c["stage_fractions"]]
+        if len(fractions) != len(STAGES) or min(fractions) < 0 or sum(fractions) <= 0:
+            raise RunError(f"vq config `stage_fractions` must be {len(STAGES)} non-negative numbers (tokenizer, "
+                           f"codes, behavior), got {c['stage_fractions']!r}")
+        self.max_heldin = max(spec.n_heldin for spec in self.specs)
+        self.max_heldout = max(spec.n_heldout for spec in self.specs)
+        self.window = int(c["window"])
+        self.tokenizer = VQTokenizer(
+            [spec.n_heldin for spec in self.specs], [spec.n_heldout for spec in self.specs], window=self.window,
+            dim=int(c["dim"]), code_dim=int(c["code_dim"]), num_codes=int(c["num_codes"]),
+            encoder_layers=int(c["encoder_layers"]), decoder_layers=int(c["decoder_layers"]), heads=int(c["heads"]),
+            max_bins=int(c["max_bins"]), dropout=float(c["dropout"]), beta=float(c["beta"]),
+            ema_decay=None if c["ema_decay"] is None else float(c["ema_decay"]), cosine=bool(c["cosine"]),
+            restart_threshold=float(c["restart_threshold"]), usage_decay=float(c["usage_decay"]))
+        self.decodes_behavior = all(BEHAVIOR in spec.behavior_dims for spec in self.specs)
+        self.predicts = {"rates", "hand_vel"} if self.decodes_behavior else {"rates"}
+        behavior_dims = self.specs[0].behavior_dims.get(BEHAVIOR, 2)
+        self.code_model = CodeTransformer(int(c["code_dim"]), int(c["num_codes"]), len(self.specs),
+                                          int(c["code_dim_model"]), int(c["code_layers"]), int(c["code_heads"]),
+                                          float(c["code_dropout"]), self.tokenizer.max_windows, self.window,
+                                          behavior_dims, int(c["dim"]) if c.get("behavior_reads_decoder") else 0,
+                                          bool(c.get("per_code_embedding", True)), bool(c.get("tied_code_head", False)))
+        # Per-session velocity standardisation (set in `fit`); `_stat` = not a learned parameter.
+        self.register_buffer("velocity_mean_stat", torch.zeros(len(self.specs), behavior_dims))
+        self.register_buffer("velocity_std_stat", torch.ones(len(self.specs), behavior_dims))
+        self.register_buffer("restart_clock_stat", torch.zeros((), dtype=torch.int64))
+        self.stage = STAGES[0]
+        self._last_vectors: Tensor | None = None  # encoder outputs of the previous batch, for restarts
+
+    # ------------------------------------------------------------------ losses
+    def unit_valid(self, session: Tensor) -> Tensor:
+        """(B, U_in_max + U_out_max) bool: which columns are real units of each sample's session."""
+        n_heldin = torch.tensor([spec.n_heldin for spec in self.specs], device=session.device)[session]
+        n_heldout = torch.tensor([spec.n_heldout for spec in self.specs], device=session.device)[session]
+        heldin = torch.arange(self.max_heldin, device=session.device)[None] < n_heldin[:, None]
+        heldout = torch.arange(self.max_heldout, device=session.device)[None] < n_heldout[:, None]
+        return torch.cat([heldin, heldout], dim=1)
+
+    def tokenizer_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        """Poisson NLL of held-in and held-out counts reconstructed from the codes + commitment loss."""
+        heldin, heldout, valid, session = batch["heldin"], batch["heldout"], batch["time_mask"], batch["session_index"]
+        self._maybe_restart_dead_codes()
+        log_rates, quantized, z = self.tokenizer(heldin, session, valid)
+        self._last_vectors = z.detach()[window_mask(valid, self.window)]
+        n_bins = heldin.shape[1]
+        log_rates = log_rates[:, :n_bins].float()  # windows may run past the trial's last bin
+        units = self.unit_valid(session)
+        scored = (valid[:, :, None] & units[:, None, :]).float()  # (B, T, U_in + U_out)
+        nll = poisson_nll_terms(log_rates, torch.cat([heldin, heldout], dim=-1)) * scored
+        heldin_nll = nll[..., :self.max_heldin].sum() / scored[..., :self.max_heldin].sum().clamp_min(1.0)
+        heldout_nll = nll[..., self.max_heldin:].sum() / scored[..., self.max_heldin:].sum().clamp_min(1.0)
+        loss = heldin_nll + float(self.config["heldout_weight"]) * heldout_nll + quantized.loss
+        return loss, {"heldin_nll": float(heldin_nll.detach()), "heldout_nll": float(heldout_nll.detach()),
+                      "commitment": float(quantized.commitment_loss.detach()),
+                      "perplexity": float(quantized.perplexity),
+                      "usage_perplexity": self.tokenizer.quantizer.usage_perplexity()}
+
+    def _maybe_restart_dead_codes(self) -> None:
+        every = int(self.config.get("restart_every") or 0)
+        self.restart_clock_stat += 1
+        step = int(self.restart_clock_stat)
+        if every <= 0 or step % every != 0 or self._last_vectors is None or not len(self._last_vectors):
+            return
+        generator = torch.Generator().manual_seed(int(self.config.get("seed", 0)) * 1_000_003 + step)
+        self.tokenizer.quantizer.restart_dead_codes(self._last_vectors, generator)
+
+    def code_inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Codes (B, N) with padding mapped to code 0, and their codebook rows (B, N, C)."""
+        codes = batch["codes"].clamp_min(0)
+        return codes, self.tokenizer.quantizer.lookup(codes).detach()
+
+    def code_loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+                  ) -> tuple[Tensor, dict[str, float]]:
+        """Cross-entropy over the codebook of the hidden code tokens (masked code prediction)."""
+        codes, vectors = self.code_inputs(batch)
+        hidden = random_window_mask(batch["window_valid"], float(self.config["mask_ratio"]), generator)
+        x = self.code_model(codes, vectors, batch["session"], batch["window_valid"], hidden)
+        logits = self.code_model.code_logits(x[hidden], self.tokenizer.quantizer.codebook.detach()).float()  # (M, K)
+        loss = F.cross_entropy(logits, codes[hidden])
+        with torch.no_grad():
+            accuracy = (logits.argmax(-1) == codes[hidden]).float().mean()
+        return loss, {"code_accuracy": float(accuracy)}
+
+    def decode_velocity(self, codes: Tensor, session: Tensor, window_valid: Tensor | None = None) -> Tensor:
+        """Codes (B, N) (padding: any valid code) -> standardised velocity (B, N * W, D) of every bin."""
+        vectors = self.tokenizer.quantizer.lookup(codes).detach()
+        features = None
+        if self.code_model.feature_projection is not None:
+            with torch.no_grad():  # the VQ decoder's reading of the codes; frozen, a function of the codes only
+                features = self.tokenizer.decoder_features(vectors, window_valid)
+        x = self.code_model(codes, vectors, session, window_valid, features=features)
+        return self.code_model.velocity(x)
+
+    def behavior_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        """MSE of the standardised velocity of every real bin, all codes visible."""
+        codes, _ = self.code_inputs(batch)
+        predicted = self.decode_velocity(codes, batch["session"], batch["window_valid"]).float()
+        predicted = predicted[:, :batch["behavior"].shape[1]]
+        target = batch["behavior"]
+        scored = torch.isfinite(target).all(-1, keepdim=True)
+        squared = torch.where(scored, (predicted - torch.nan_to_num(target)) ** 2, 0.0)
+        loss = squared.sum() / (scored.sum() * predicted.shape[-1]).clamp_min(1)
+        return loss, {"velocity_mse": float(loss.detach())}
+
+    def training_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        if self.stage == "tokenizer":
+            return self.tokenizer_loss(batch)
+        if self.stage == "codes":
+            return self.code_loss(batch)
+        return self.behavior_loss(batch)
+
+    # ------------------------------------------------------------------ data
+    def _trial_arrays(self, binned: BinnedTrials, spec: SessionSpec) -> tuple[np.ndarray, np.ndarray]:
+        """(N, T, U_in_max) held-in and (N, T, U_out_max) held-out float32 counts, zero-padded units."""
+        heldin = np.zeros(binned.counts.shape[:2] + (self.max_heldin,), dtype=np.float32)
+        heldout = np.zeros(binned.counts.shape[:2] + (self.max_heldout,), dtype=np.float32)
+        heldin[..., :spec.n_heldin] = binned.counts[..., spec.heldin_index]
+        heldout[..., :spec.n_heldout] = binned.counts[..., spec.heldout_index]
+        return heldin, heldout
+
+    def _binned(self, session: Session, split: str | tuple[str, ...] | None) -> BinnedTrials:
+        behavior = (BEHAVIOR,) if self.decodes_behavior else ()
+        return bin_trials(session, self.bin_size, split=split, behavior=behavior, lag=float(self.config["lag"]))
+
+    def _count_items(self, sessions: list[Session], split: str) -> list[dict]:
+        items = []
+        for session in sessions:
+            index, spec = self.spec_for(session)
+            binned = self._binned(session, split)
+            heldin, heldout = self._trial_arrays(binned, spec)
+            items += [{"heldin": heldin[i, :n], "heldout": heldout[i, :n], "session_index": np.int64(index)}
+                      for i, n in enumerate(binned.lengths)]
+        return items
+
+    @torch.no_grad()
+    def encode_trials(self, session: Session, binned: BinnedTrials) -> tuple[np.ndarray, np.ndarray]:
+        """Codes of every window of every trial.
+
+        Returns:
+            codes (N, N_windows) int64 with ``PAD_CODE`` (-1) in windows past a trial's end, and
+            ``z_e`` (N, N_windows, C) float32 encoder outputs before quantisation.
+        """
+        index, spec = self.spec_for(session)
+        heldin, _ = self._trial_arrays(binned, spec)
+        was_training = self.training
+        self.eval()
+        device = self.tokenizer.read_out_bias.device
+        codes, vectors = [], []
+        for counts, real in zip(torch.split(torch.from_numpy(heldin), 256),
+                                torch.split(torch.from_numpy(np.ascontiguousarray(binned.mask)), 256)):
+            sessions = torch.full((len(counts),), index, dtype=torch.int64, device=device)
+            z = self.tokenizer.encode(counts.to(device), sessions, real.to(device))
+            code = self.tokenizer.quantizer.assign(z)
+            codes.append(torch.where(window_mask(real.to(device), self.window), code, PAD_CODE).cpu())
+            vectors.append(z.float().cpu())
+        self.train(was_training)
+        n_windows = -(-heldin.shape[1] // self.window)
+        if not codes:
+            return (np.zeros((0, n_windows), dtype=np.int64),
+                    np.zeros((0, n_windows, self.tokenizer.code_dim), dtype=np.float32))
+        return torch.cat(codes).numpy(), torch.cat(vectors).numpy()
+
+    def _code_items(self, sessions: list[Session], split: str, with_behavior: bool) -> list[dict]:
+        items = []
+        for session in sessions:
+            index, _ = self.spec_for(session)
+            binned = self._binned(session, split)
+            codes, _ = self.encode_trials(session, binned)
+            for i, n_bins in enumerate(binned.lengths):
+                item = {"codes": codes[i, :-(-int(n_bins) // self.window)], "session": index}
+                if with_behavior:
+                    velocity = binned.behavior[BEHAVIOR][i, :n_bins]
+                    mean = self.velocity_mean_stat[index].cpu().numpy()
+                    std = self.velocity_std_stat[index].cpu().numpy()
+                    item["behavior"] = ((velocity - mean) / std).astype(np.float32)
+                items.append(item)
+        return items
+
+    # ------------------------------------------------------------------ training
+    def stage_steps(self, config: dict | None = None) -> dict[str, int]:
+        """Optimizer steps of each stage: ``max_steps`` split by ``stage_fractions`` (a stage with
+        fraction > 0 gets at least one step; behaviour gets none without velocity)."""
+        config = self.config if config is None else config
+        fractions = np.asarray(config["stage_fractions"], dtype=np.float64)
+        if not self.decodes_behavior:
+            fractions[2] = 0.0
+        fractions = fractions / fractions.sum()
+        total = int(config["max_steps"])
+        return {stage: (max(1, int(round(total * f))) if f > 0 else 0) for stage, f in zip(STAGES, fractions)}
+
+    def fit(self, sessions: list[Session], config: dict, *, out_dir: Path | None = None, resume: bool = False,
+            progress: bool = True) -> dict:
+        steps = self.stage_steps()
+        started = time.perf_counter()
+        histories: dict[str, Any] = {}
+        samples = 0
+        for stage in STAGES:
+            if steps[stage] == 0:
+                continue
+            history = self._fit_stage(stage, sessions, steps[stage], out_dir=out_dir, resume=resume, progress=progress)
+            histories[stage] = history
+            samples += history["samples"]
+        self.stage = STAGES[0]
+        records = [{**record, "stage": stage} for stage, h in histories.items() for record in h["records"]]
+        return {"samples": samples, "steps": sum(h["steps"] for h in histories.values()),
+                "seconds": time.perf_counter() - started, "records": records,
+                "stage_seconds": {stage: h["seconds"] for stage, h in histories.items()},
+                "stage_steps": {stage: h["steps"] for stage, h in histories.items()}}
+
+    def _stage_config(self, stage: str, n_steps: int, n_items: int):
+        from mini_decoders.train.trainer import TrainConfig
+
+        lr = {"tokenizer": self.config["lr"], "codes": self.config["code_lr"],
+              "behavior": self.config["behavior_lr"]}[stage]
+        monitor = {"tokenizer": ("val_recon_bps", "max"), "codes": ("val_code_ce", "min"),
+                   "behavior": ("val_vel_r2", "max")}[stage]
+        val_every = self.config.get("val_every")
+        return TrainConfig.from_model_config(
+            self.config, max_steps=n_steps, lr=float(lr),
+            warmup_steps=max(1, int(round(float(self.config["warmup_fraction"]) * n_steps))),
+            batch_size=min(int(self.config["batch_size"]), n_items),
+            val_every=None if val_every is None else min(int(val_every), n_steps),
+            monitor=monitor[0], monitor_mode=monitor[1])
+
+    def _fit_stage(self, stage: str, sessions: list[Session], n_steps: int, *, out_dir: Path | None, resume: bool,
+                   progress: bool) -> dict:
+        from mini_decoders.train.trainer import Trainer
+        from mini_decoders.train.schedule import default_param_groups
+
+        self.stage = stage
+        stage_dir = None if out_dir is None else Path(out_dir) / f"stage_{stage}"
+        resuming = resume and stage_dir is not None and (stage_dir / "checkpoint.pt").is_file()
+        val_sessions = [s for s in sessions if "val" in s.trials.split]
+        if stage == "tokenizer":
+            items, collate = self._count_items(sessions, "train"), collate_binned
+            if not items:
+                raise DataError(f"vq: no train trials in sessions {[s.id for s in sessions]} (trials.split)")
+            if not resuming:
+                self._init_tokenizer(items)
+            validate = self._validate_tokenizer
+        else:
+            if stage == "behavior":  # before the items: they are standardised with it
+                self._init_velocity_stats(sessions)
+            items, collate = self._code_items(sessions, "train", with_behavior=stage == "behavior"), collate_codes
+            val_items = self._code_items(val_sessions, "val", with_behavior=stage == "behavior")
+            validate = self._code_validator(stage, val_items)
+        modules = {"tokenizer": self.tokenizer, "codes": self.code_model, "behavior": self.code_model}[stage]
+        trained = {id(p) for p in modules.parameters()}
+        frozen = [p for p in self.parameters() if id(p) not in trained]
+        for param in frozen:
+            param.requires_grad_(False)
+        try:
+            trainer = Trainer(self, items, collate, self._stage_config(stage, n_steps, len(items)), out_dir=stage_dir,
+                              val_fn=validate if val_sessions else None,
+                              param_groups=default_param_groups(self, float(self.config["weight_decay"])),
+                              progress=progress, run_config={"model": self.name, "stage": stage})
+            self._val_sessions = val_sessions
+            started = time.perf_counter()
+            history = trainer.fit(resume=resuming)
+        finally:
+            for param in frozen:
+                param.requires_grad_(True)
+            self._last_vectors = None
+        return {"samples": trainer.samples_seen, "steps": trainer.step, "seconds": time.perf_counter() - started,
+                "records": history.records}
+
+    @torch.no_grad()
+    def _init_tokenizer(self, items: list[dict]) -> None:
+        """Read-out biases at each neuron's mean count; codebook by k-means of the first encoder outputs."""
+        for index in range(len(self.specs)):
+            own = [item for item in items if int(item["session_index"]) == index]
+            if own:
+                mean = np.concatenate([np.concatenate([item["heldin"] for item in own]).mean(0),
+                                       np.concatenate([item["heldout"] for item in own]).mean(0)])
+                log_mean = np.log(np.clip(mean, 1e-3, None)).astype(np.float32)
+                self.tokenizer.read_out_bias[index] = torch.from_numpy(log_mean)
+        if not self.config.get("kmeans_init", True):
+            return
+        was_training = self.training
+        self.eval()
+        generator = torch.Generator().manual_seed(int(self.config.get("seed", 0)))
+        chosen = torch.randperm(len(items), generator=generator)[:1024].tolist()  # enough points, bounded memory
+        batch = collate_binned([items[i] for i in chosen])
+        z = self.tokenizer.encode(batch["heldin"], batch["session_index"], batch["time_mask"])
+        vectors = z[window_mask(batch["time_mask"], self.window)]
+        self.tokenizer.quantizer.kmeans_init(vectors, generator=generator)
+        self.train(was_training)
+
+    def _init_velocity_stats(self, sessions: list[Session]) -> None:
+        for session in sessions:
+            index, _ = self.spec_for(session)
+            velocity = self._binned(session, "train").behavior[BEHAVIOR].reshape(-1, self.code_model.behavior_dims)
+            velocity = velocity[np.isfinite(velocity).all(1)]
+            if len(velocity) < 2:
+                raise DataError(f"vq: session {session.id!r} has no train trials with {BEHAVIOR!r}")
+            self.velocity_mean_stat[index] = torch.from_numpy(velocity.mean(0))
+            self.velocity_std_stat[index] = torch.from_numpy(velocity.std(0).clip(1e-6))
+
+    def _validate_tokenizer(self, model: "VQ") -> dict[str, float]:
+        heldin_bps, heldout_bps, counts = [], [], []
+        for session in self._val_sessions:
+            binned = self._binned(session, "val")
+            _, spec = self.spec_for(session)
+            predicted = self.predict_trials(session, binned)
+            observed = np.where(binned.mask[..., None], binned.counts, np.nan)
+            heldin_bps.append(bits_per_spike(predicted["rates_heldin"], observed[..., spec.heldin_index]))
+            if spec.n_heldout:
+                heldout_bps.append(bits_per_spike(predicted["rates_heldout"], observed[..., spec.heldout_index]))
+            codes, _ = self.encode_trials(session, binned)
+            counts.append(np.bincount(codes[codes >= 0], minlength=self.tokenizer.num_codes))
+        scores = {"val_recon_bps": float(np.mean(heldin_bps)),
+                  "val_perplexity": float(perplexity(torch.from_numpy(np.sum(counts, axis=0))))}
+        if heldout_bps:
+            scores["val_co_bps"] = float(np.mean(heldout_bps))
+        return scores
+
+    def _code_validator(self, stage: str, items: list[dict]):
+        def validate(model: "VQ") -> dict[str, float]:
+            device = self.tokenizer.read_out_bias.device
+            batch = {k: v.to(device) for k, v in collate_codes(items).items()}
+            if stage == "codes":
+                loss, logs = self.code_loss(batch, torch.Generator().manual_seed(0))
+                return {"val_code_ce": float(loss), "val_code_accuracy": logs["code_accuracy"]}
+            codes, _ = self.code_inputs(batch)
+            predicted = self.decode_velocity(codes, batch["session"], batch["window_valid"])
+            predicted = predicted[:, :batch["behavior"].shape[1]].float().cpu().numpy()
+            return {"val_vel_r2": r2_score(predicted, batch["behavior"].cpu().numpy())}
+        return validate
+
+    # ------------------------------------------------------------------ prediction
+    @torch.no_grad()
+    def predict_trials(self, session: Session, binned: BinnedTrials) -> dict[str, np.ndarray]:
+        index, spec = self.spec_for(session)
+        codes, _ = self.encode_trials(session, binned)
+        was_training = self.training
+        self.eval()
+        device = self.tokenizer.read_out_bias.device
+        n_bins = binned.counts.shape[1]
+        rates, velocity = [], []
+        for chunk in torch.split(torch.from_numpy(codes), 256):  # bounded memory
+            chunk = chunk.to(device)
+            valid = chunk >= 0
+            sessions = torch.full((len(chunk),), index, dtype=torch.int64, device=device)
+            log_rates = self.tokenizer.decode_codes(chunk.clamp_min(0), sessions, valid)[:, :n_bins]
+            rates.append(torch.exp(log_rates.float().clamp(max=20)).cpu())
+            if self.decodes_behavior:
+                standardised = self.decode_velocity(chunk.clamp_min(0), sessions, valid)[:, :n_bins].float()
+                velocity.append((standardised * self.velocity_std_stat[index] + self.velocity_mean_stat[index]).cpu())
+        self.train(was_training)
+        n_units = self.max_heldin + self.max_heldout
+        rates = torch.cat(rates).numpy() if rates else np.zeros((0, n_bins, n_units), dtype=np.float32)
+        out = {"rates_heldin": rates[..., :spec.n_heldin],
+               "rates_heldout": rates[..., self.max_heldin:self.max_heldin + spec.n_heldout]}
+        if self.decodes_behavior:
+            out[BEHAVIOR] = torch.cat(velocity).numpy() if velocity else np.zeros((0, n_bins, 2), dtype=np.float32)
+        return out
+
+    @torch.no_grad()
+    def masked_code_scores(self, session: Session, binned: BinnedTrials, seed: int = 0) -> dict[str, float]:
+        """Masked code prediction on the trials of ``binned``: hide ``mask_ratio`` of the codes, predict them.
+
+        Returns:
+            ``accuracy`` (exact code), ``bits`` (cross-entropy per hidden code, in bits), and the
+            context-free baseline: ``unigram_accuracy`` (always the most frequent code of these
+            trials) and ``unigram_bits`` (their code entropy).
+        """
+        index, _ = self.spec_for(session)
+        codes, _ = self.encode_trials(session, binned)
+        was_training = self.training
+        self.eval()
+        device = self.tokenizer.read_out_bias.device
+        batch = {"codes": torch.from_numpy(codes).to(device), "window_valid": torch.from_numpy(codes >= 0).to(device),
+                 "session": torch.full((len(codes),), index, dtype=torch.int64, device=device)}
+        inputs, vectors = self.code_inputs(batch)
+        hidden = random_window_mask(batch["window_valid"], float(self.config["mask_ratio"]),
+                                    torch.Generator().manual_seed(seed))
+        x = self.code_model(inputs, vectors, batch["session"], batch["window_valid"], hidden)
+        logits = self.code_model.code_logits(x[hidden], self.tokenizer.quantizer.codebook.detach()).float()
+        self.train(was_training)
+        targets = inputs[hidden]
+        frequency = np.bincount(codes[codes >= 0], minlength=self.tokenizer.num_codes) / max((codes >= 0).sum(), 1)
+        return {"accuracy": float((logits.argmax(-1) == targets).float().mean()),
+                "bits": float(F.cross_entropy(logits, targets)) / math.log(2),
+                "unigram_accuracy": float(frequency.max()),
+                "unigram_bits": float(-(frequency[frequency > 0] * np.log2(frequency[frequency > 0])).sum())}
+
+    # ------------------------------------------------------------------ what the codes cost
+    def codes_per_second(self) -> float:
+        """Code tokens per second of data: one per ``window`` bins."""
+        return 1.0 / (self.window * self.bin_size)
+
+    def bits_per_second(self, codes: np.ndarray | None = None) -> float:
+        """Bits per second of activity the code stream needs.
+
+        ``log2(K)`` per code when ``codes`` is None (a fixed-length code); with observed
+        ``codes`` (any shape, ``PAD_CODE`` ignored), their empirical entropy per code (what an
+        entropy coder would need, = log2 of the usage perplexity).
+        """
+        if codes is None:
+            bits = math.log2(self.tokenizer.num_codes)
+        else:
+            counts = np.bincount(np.asarray(codes)[np.asarray(codes) >= 0].ravel(), minlength=self.tokenizer.num_codes)
+            bits = math.log2(float(perplexity(torch.from_numpy(counts))))
+        return bits * self.codes_per_second()
