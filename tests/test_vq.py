@@ -359,3 +359,22 @@ def test_tied_code_head_scores_codes_by_distance_in_codebook_space():
     assert (logits.argmax(1) == 3).all()
     expected = -0.5 * ((codebook[3] - codebook) ** 2).sum(1)  # up to a constant per row
     torch.testing.assert_close(logits - logits[:, :1], (expected - expected[0]).expand(5, -1), rtol=1e-5, atol=1e-5)
+
+
+def test_behaviour_stage_starts_from_the_code_model_and_leaves_tokenizer_and_code_model_intact(dataset):
+    from mini_decoders.models.vq import VQ
+
+    session = dataset.sessions[0]
+    torch.manual_seed(0)
+    config = _config(stage_fractions=[1.0, 1.0, 0.0], max_steps=40)
+    model = VQ.build([session], config)
+    model.fit([session], config, progress=False)
+    frozen = {f"{name}.{k}": v.clone() for name in ("code_model", "tokenizer")
+              for k, v in getattr(model, name).state_dict().items()}
+    model._fit_stage("behavior", [session], 10, out_dir=None, resume=False, progress=False)
+    for name in ("code_model", "tokenizer"):  # the codebook too: codes must not move under the decoder
+        for k, v in getattr(model, name).state_dict().items():
+            assert torch.equal(v, frozen[f"{name}.{k}"]), f"{name}.{k} changed"
+    changed = [k for k, v in model.behavior_model.state_dict().items()
+               if not torch.equal(v, frozen.get(f"code_model.{k}", v))]
+    assert any(k.startswith("blocks.") for k in changed) and "behavior_head.weight" in changed

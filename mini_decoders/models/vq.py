@@ -17,7 +17,7 @@ them by ``stage_fractions``):
    point in code space, scored by distance to every code): with a free ``Linear(D, K)`` head and
    per-code input vectors the model memorised the training sequences (held-out cross-entropy
    *rose* above the codes' entropy); tied, it saves ~1 bit per code on held-out trials.
-3. **Behaviour decoder on codes**: the same transformer, fine-tuned with every code visible,
+3. **Behaviour decoder on codes**: a copy of that transformer, fine-tuned with every code visible,
    and a head that reads hand velocity for each bin of each window (MSE on standardised
    velocity). With ``behavior_reads_decoder`` each token also gets (through a zero-initialised
    projection) the frozen tokenizer decoder's contextual vector of its window: a function of the
@@ -281,11 +281,19 @@ class VQ(Decoder):
         self.decodes_behavior = all(BEHAVIOR in spec.behavior_dims for spec in self.specs)
         self.predicts = {"rates", "hand_vel"} if self.decodes_behavior else {"rates"}
         behavior_dims = self.specs[0].behavior_dims.get(BEHAVIOR, 2)
-        self.code_model = CodeTransformer(int(c["code_dim"]), int(c["num_codes"]), len(self.specs),
-                                          int(c["code_dim_model"]), int(c["code_layers"]), int(c["code_heads"]),
-                                          float(c["code_dropout"]), self.tokenizer.max_windows, self.window,
-                                          behavior_dims, int(c["dim"]) if c.get("behavior_reads_decoder") else 0,
-                                          bool(c.get("per_code_embedding", True)), bool(c.get("tied_code_head", False)))
+
+        def code_transformer() -> CodeTransformer:
+            return CodeTransformer(int(c["code_dim"]), int(c["num_codes"]), len(self.specs), int(c["code_dim_model"]),
+                                   int(c["code_layers"]), int(c["code_heads"]), float(c["code_dropout"]),
+                                   self.tokenizer.max_windows, self.window, behavior_dims,
+                                   int(c["dim"]) if c.get("behavior_reads_decoder") else 0,
+                                   bool(c.get("per_code_embedding", True)), bool(c.get("tied_code_head", False)))
+
+        # Two copies: the masked code model (stage 2), and the behaviour decoder (stage 3), which
+        # starts from it and is fine-tuned for velocity (fine-tuning in place would erase the
+        # masked-code skill the chapter measures).
+        self.code_model = code_transformer()
+        self.behavior_model = code_transformer()
         # Per-session velocity standardisation (set in `fit`); `_stat` = not a learned parameter.
         self.register_buffer("velocity_mean_stat", torch.zeros(len(self.specs), behavior_dims))
         self.register_buffer("velocity_std_stat", torch.ones(len(self.specs), behavior_dims))
@@ -351,11 +359,11 @@ class VQ(Decoder):
         """Codes (B, N) (padding: any valid code) -> standardised velocity (B, N * W, D) of every bin."""
         vectors = self.tokenizer.quantizer.lookup(codes).detach()
         features = None
-        if self.code_model.feature_projection is not None:
+        if self.behavior_model.feature_projection is not None:
             with torch.no_grad():  # the VQ decoder's reading of the codes; frozen, a function of the codes only
                 features = self.tokenizer.decoder_features(vectors, window_valid)
-        x = self.code_model(codes, vectors, session, window_valid, features=features)
-        return self.code_model.velocity(x)
+        x = self.behavior_model(codes, vectors, session, window_valid, features=features)
+        return self.behavior_model.velocity(x)
 
     def behavior_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """MSE of the standardised velocity of every real bin, all codes visible."""
@@ -510,7 +518,9 @@ class VQ(Decoder):
             items, collate = self._code_items(sessions, "train", with_behavior=stage == "behavior"), collate_codes
             val_items = self._code_items(val_sessions, "val", with_behavior=stage == "behavior")
             validate = self._code_validator(stage, val_items)
-        modules = {"tokenizer": self.tokenizer, "codes": self.code_model, "behavior": self.code_model}[stage]
+        if stage == "behavior" and not resuming:
+            self.behavior_model.load_state_dict(self.code_model.state_dict())  # start from the code model
+        modules = {"tokenizer": self.tokenizer, "codes": self.code_model, "behavior": self.behavior_model}[stage]
         trained = {id(p) for p in modules.parameters()}
         frozen = [p for p in self.parameters() if id(p) not in trained]
         for param in frozen:
@@ -555,7 +565,7 @@ class VQ(Decoder):
     def _init_velocity_stats(self, sessions: list[Session]) -> None:
         for session in sessions:
             index, _ = self.spec_for(session)
-            velocity = self._binned(session, "train").behavior[BEHAVIOR].reshape(-1, self.code_model.behavior_dims)
+            velocity = self._binned(session, "train").behavior[BEHAVIOR].reshape(-1, self.behavior_model.behavior_dims)
             velocity = velocity[np.isfinite(velocity).all(1)]
             if len(velocity) < 2:
                 raise DataError(f"vq: session {session.id!r} has no train trials with {BEHAVIOR!r}")
