@@ -191,5 +191,20 @@ class Decoder(nn.Module):
         """Inverse of :meth:`extra_state`."""
 
 
+def padded_unit_counts(binned: BinnedTrials, spec: SessionSpec, max_heldin: int,
+                       max_heldout: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split binned counts into held-in and held-out, zero-padded to the widest session.
+
+    Returns:
+        (N, T, ``max_heldin``) held-in and (N, T, ``max_heldout``) held-out float32 counts; the
+        units after a session's own count are zeros.
+    """
+    heldin = np.zeros(binned.counts.shape[:2] + (max_heldin,), dtype=np.float32)
+    heldout = np.zeros(binned.counts.shape[:2] + (max_heldout,), dtype=np.float32)
+    heldin[..., :spec.n_heldin] = binned.counts[..., spec.heldin_index]
+    heldout[..., :spec.n_heldout] = binned.counts[..., spec.heldout_index]
+    return heldin, heldout
+
+
 def to_tensor(array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype)

@@ -50,7 +50,7 @@ from mini_decoders.data.binning import BinnedTrials, bin_trials
 from mini_decoders.data.session import Session
 from mini_decoders.errors import DataError, RunError
 from mini_decoders.metrics import bits_per_spike, r2_score
-from mini_decoders.models.base import Decoder, SessionSpec
+from mini_decoders.models.base import Decoder, SessionSpec, padded_unit_counts
 from mini_decoders.nn.attention import TransformerBlock
 from mini_decoders.nn.positions import LearnedPositions
 from mini_decoders.nn.quantize import perplexity
@@ -386,11 +386,7 @@ class VQ(Decoder):
     # ------------------------------------------------------------------ data
     def _trial_arrays(self, binned: BinnedTrials, spec: SessionSpec) -> tuple[np.ndarray, np.ndarray]:
         """(N, T, U_in_max) held-in and (N, T, U_out_max) held-out float32 counts, zero-padded units."""
-        heldin = np.zeros(binned.counts.shape[:2] + (self.max_heldin,), dtype=np.float32)
-        heldout = np.zeros(binned.counts.shape[:2] + (self.max_heldout,), dtype=np.float32)
-        heldin[..., :spec.n_heldin] = binned.counts[..., spec.heldin_index]
-        heldout[..., :spec.n_heldout] = binned.counts[..., spec.heldout_index]
-        return heldin, heldout
+        return padded_unit_counts(binned, spec, self.max_heldin, self.max_heldout)
 
     def _binned(self, session: Session, split: str | tuple[str, ...] | None) -> BinnedTrials:
         behavior = (BEHAVIOR,) if self.decodes_behavior else ()
