@@ -180,3 +180,19 @@ def test_temporal_kernel_ignores_padding_and_the_future_when_causal():
     causal_before = tokenizer(counts, session, causal=True)[:, :10]
     torch.testing.assert_close(causal_before, tokenizer(future, session, causal=True)[:, :10])
     assert not torch.allclose(tokenizer(counts, session)[:, :10], tokenizer(future, session)[:, :10])
+
+
+def test_normalised_temporal_kernel_averages_the_valid_bins_only():
+    from mini_decoders.nn.temporal_kernel import TemporalKernel
+
+    kernel = TemporalKernel(3, 5, sd_bins=1.0)
+    x = torch.full((2, 16, 3), 4.0)
+    valid = torch.rand(2, 16, generator=torch.Generator().manual_seed(0)) < 0.5
+    valid[:, 7] = True
+    out = kernel(x, valid, normalise=True)
+    # a constant seen through any valid subset is still that constant (plain smoothing would shrink it)
+    covered = torch.nn.functional.conv1d(valid[:, None].float(), torch.ones(1, 1, 5), padding=2)[:, 0] > 0
+    torch.testing.assert_close(out[covered], torch.full_like(out[covered], 4.0))
+    assert kernel(x, valid)[:, 7].max() < 4.0 - 1e-3 or valid.all()
+    noisy = x + 100.0 * (~valid)[..., None]  # invalid bins carry anything: they never enter
+    torch.testing.assert_close(kernel(noisy, valid, normalise=True), out)

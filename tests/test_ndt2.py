@@ -168,7 +168,8 @@ def test_units_finetuning_changes_only_the_new_context_rows(sessions, tmp_path):
     model.finetune([sessions[2]], "units", {"max_steps": 3}, out_dir=tmp_path, progress=False)
     assert sessions[2].id in model.session_index and len(model.specs) == 3
     for name, param in model.named_parameters():
-        if name in ("session_vocab.weight", "unit_bias_vocab.weight", "heldout_weight_vocab.weight"):  # per session
+        if name in ("session_vocab.weight", "unit_bias_vocab.weight", "heldout_weight_vocab.weight",
+                    "skip_weight_vocab.weight"):  # per session
             assert torch.equal(param[:n_sessions_before], before[name])  # known sessions: untouched
             assert param.shape[0] == n_sessions_before + 1
         else:
@@ -284,7 +285,7 @@ def test_pooled_heldout_readout_matches_a_slow_loop(sessions):
     torch.manual_seed(1)
     decoded = torch.randn(*tokens.real.shape, model.config["dim"])
     with torch.no_grad():
-        fast = model.pooled_heldout_log_rates(decoded, tokens, is_heldout, batch)
+        fast = model.pooled_heldout_log_rates(decoded, tokens, is_heldout, tokens.real & ~is_heldout, batch)
     n, offset = model.neurons_per_token, int(model.config["max_heldin_patches"])
     kernel = model.heldout_kernel.weight.detach()[:, 0]  # (D, 3)
     n_bins = batch["time_mask"].shape[1]
@@ -305,3 +306,41 @@ def test_pooled_heldout_readout_matches_a_slow_loop(sessions):
                 if tokens.channel_mask[b, i, j]:
                     slot = (int(tokens.space[b, i]) - offset) * n + j
                     assert float(fast[b, i, j]) == pytest.approx(float(smoothed @ weight[:, slot]), abs=1e-4)
+
+
+def test_heldout_skip_reads_visible_counts_only(sessions):
+    model = make_model(sessions, heldout_skip=True)
+    with torch.no_grad():
+        model.skip_weight_vocab.weight.normal_()  # a trained skip: every held-in slot matters
+    batch = make_batch(model, sessions, n_per_session=2)
+    tokens, is_heldout = model.tokens(batch)
+    visible = random_visible(tokens.real & ~is_heldout, 0.5, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model.skip_log_rates(tokens, is_heldout, visible, batch)
+        hidden_changed = model.tokens({**batch, "heldin": batch["heldin"] + 3.0})[0]
+        hidden_changed.counts = torch.where(visible[..., None], tokens.counts, hidden_changed.counts)
+        after = model.skip_log_rates(hidden_changed, is_heldout, visible, batch)
+        shown_changed = model.tokens({**batch, "heldin": batch["heldin"] + 3.0})[0]
+        changed = model.skip_log_rates(shown_changed, is_heldout, visible, batch)
+    torch.testing.assert_close(after, before)  # hidden tokens never reach the held-out rates
+    assert not torch.allclose(changed, before)
+
+
+def test_heldout_skip_is_smoothing_then_a_linear_map_when_all_is_visible(sessions):
+    model = make_model(sessions, heldout_skip=True, heldout_kernel_bins=3)
+    with torch.no_grad():
+        model.skip_weight_vocab.weight.normal_()
+    batch = make_batch(model, sessions, n_per_session=1)
+    tokens, is_heldout = model.tokens(batch)
+    with torch.no_grad():
+        fast = model.skip_log_rates(tokens, is_heldout, tokens.real & ~is_heldout, batch)
+    kernel = model.skip_kernel.weight.detach()[0, 0]  # (3,)
+    for b in range(len(batch["heldin"])):  # the slow loop: per neuron, a weighted mean over real neighbours
+        counts, n_bins = batch["heldin"][b].float(), int(batch["time_mask"][b].sum())
+        smoothed = torch.zeros_like(counts)
+        for t in range(n_bins):
+            near = [(k, t + k - 1) for k in range(3) if 0 <= t + k - 1 < n_bins]
+            smoothed[t] = sum(kernel[k] * counts[s] for k, s in near) / sum(kernel[k].abs() for k, _ in near)
+        weight = model.skip_weight_vocab(batch["context"][b:b + 1, 0]).detach().view(model.heldin_slots, -1)
+        expected = smoothed @ weight[:counts.shape[1]]
+        torch.testing.assert_close(fast[b, :n_bins], expected[:n_bins], rtol=1e-4, atol=1e-4)

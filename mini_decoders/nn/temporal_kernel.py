@@ -30,7 +30,7 @@ class TemporalKernel(nn.Module):
         gaussian = torch.exp(-0.5 * (offsets / float(sd_bins)) ** 2)
         self.weight = nn.Parameter((gaussian / gaussian.sum()).repeat(dim, 1, 1))  # (D, 1, K)
 
-    def forward(self, x: Tensor, valid: Tensor | None = None, causal: bool = False) -> Tensor:
+    def forward(self, x: Tensor, valid: Tensor | None = None, causal: bool = False, normalise: bool = False) -> Tensor:
         """Smooth ``x`` over time.
 
         Args:
@@ -39,6 +39,9 @@ class TemporalKernel(nn.Module):
                 from past a trial's end. None = all real.
             causal: use only the past half of each filter (and the bin itself): output ``t``
                 depends on bins ``<= t`` only.
+            normalise: divide by the share of each filter's (absolute) mass that fell on valid
+                bins, so a bin whose neighbours are half invalid (masked, or past the trial's
+                edge) is an average of the valid half, on the same scale as a fully valid one.
 
         Returns:
             (B, T, D).
@@ -50,4 +53,10 @@ class TemporalKernel(nn.Module):
         if causal:  # tap k reads bin t + k - width // 2: drop the taps after the bin itself
             kernel = kernel * (torch.arange(width, device=kernel.device) <= width // 2).to(kernel.dtype)
         smoothed = F.conv1d(x.transpose(1, 2), kernel, padding=width // 2, groups=x.shape[-1])  # (B, D, T)
+        if normalise and valid is not None:
+            mass = kernel.detach().abs()
+            mass = mass / mass.sum(-1, keepdim=True).clamp_min(1e-6)
+            shown = valid[:, None, :].to(x.dtype).expand(-1, x.shape[-1], -1)  # (B, D, T)
+            covered = F.conv1d(shown, mass, padding=width // 2, groups=x.shape[-1])
+            smoothed = smoothed / covered.clamp_min(0.05)
         return smoothed.transpose(1, 2)
