@@ -251,3 +251,17 @@ def test_units_finetune_learns_a_new_session_and_leaves_everything_else_bit_iden
     history = full.finetune([new], "full", {"finetune_steps": 5}, progress=False)
     assert history["steps"] == 5
     assert not torch.equal(full.blocks[0].attention.to_out.weight, shared_before)
+
+
+def test_attention_maps_follow_the_prompts_mask(dataset):
+    model = _model(dataset).eval()
+    session = dataset.sessions[0]
+    binned = bin_trials(session, model.bin_size, split="train", behavior=())
+    n_bins = binned.counts.shape[1]
+    full = model.attention_maps(session, binned, trials=[0, 1], layer=1, prompt="neuron")
+    causal = model.attention_maps(session, binned, trials=[0, 1], layer=1, prompt="causal")
+    assert full.shape == causal.shape == (2, 2, 2 + n_bins, 2 + n_bins)  # prompt + session token + bins
+    np.testing.assert_allclose(full.sum(-1), 1.0, atol=1e-5)
+    future = np.triu(np.ones((2 + n_bins, 2 + n_bins), dtype=bool), k=1)
+    assert np.abs(causal[..., future]).max() < 1e-6  # nobody attends to a later token
+    assert full[..., future].max() > 1e-3

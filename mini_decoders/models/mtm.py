@@ -187,11 +187,7 @@ class MtM(NDT1):
     def forward(self, heldin: Tensor, session: Tensor, valid: Tensor | None = None,
                 prompt: str | None = None) -> Tensor:
         """(B, T, U_in_max) counts, (B,) session -> (B, T, U_in_max + U_out_max) log-rates (as NDT1)."""
-        hidden = self.rate_dropout(self.encode(heldin, session, valid, prompt))  # (B, T, D)
-        if getattr(self, "to_factors", None) is not None:
-            hidden = self.to_factors(hidden)  # (B, T, F): NDT1's optional factor bottleneck
-        log_rates = torch.einsum("btd,bdu->btu", hidden, self.read_out_weight[session])
-        return log_rates + self.read_out_bias[session][:, None, :]
+        return self.read_out(self.encode(heldin, session, valid, prompt), session)
 
     # ------------------------------------------------------------------ the objective
     def draw_scheme(self, generator: torch.Generator | None = None) -> str:
@@ -452,27 +448,10 @@ class MtM(NDT1):
             self.unit_regions = [[int(r) for r in regions] for regions in state["unit_regions"]]
             self._region_table = None
 
-    @torch.no_grad()
-    def attention_maps(self, session: Session, binned: BinnedTrials, trials: np.ndarray | list[int] | None = None,
-                       layer: int = 0, prompt: str | None = None) -> np.ndarray:
-        """Attention probabilities of one layer over the whole sequence, for plots.
-
-        Returns:
-            (N, H, 2 + T, 2 + T) float32; rows/columns 0 and 1 are the prompt and session tokens.
-        """
-        index, _, heldin, valid = self._batch_tensors(session, binned)
-        if trials is not None:
-            heldin, valid = heldin[list(trials)], valid[list(trials)]
-        was_training = self.training
-        self.eval()
-        device = self.read_out_weight.device
-        sessions = torch.full((len(heldin),), index, dtype=torch.int64, device=device)
+    def attention_arguments(self, n_bins: int, valid: Tensor, prompt: str | None = None
+                            ) -> tuple[Tensor | None, bool, Tensor]:
+        """As NDT1's, for the ``N_CONTEXT + T`` sequence of ``prompt`` (rows/columns 0, 1: prompt, session)."""
         prompt = self.prompt_for("co_smoothing") if prompt is None else prompt
-        _, block_inputs = self.encode(heldin.to(device), sessions, valid.to(device), prompt, return_block_inputs=True)
-        block = self.blocks[layer]
-        attn_mask, is_causal = self.attention_mask(heldin.shape[1], prompt == "causal", device)
-        padding = torch.cat([torch.ones(len(heldin), N_CONTEXT, dtype=torch.bool, device=device), valid.to(device)], 1)
-        weights = attention_weights(block.attention, block.attention_norm(block_inputs[layer]),
-                                    key_padding_mask=padding, attn_mask=attn_mask, is_causal=is_causal)
-        self.train(was_training)
-        return weights.cpu().numpy()
+        attn_mask, is_causal = self.attention_mask(n_bins, prompt == "causal", valid.device)
+        padding = torch.cat([torch.ones(len(valid), N_CONTEXT, dtype=torch.bool, device=valid.device), valid], 1)
+        return attn_mask, is_causal, padding

@@ -181,7 +181,14 @@ class NDT1(Decoder):
         Columns ``[:U_in_max]`` are the held-in units, ``[U_in_max:]`` the held-out units, each
         zero-padded at the end for sessions with fewer units (those columns are meaningless).
         """
-        hidden = self.rate_dropout(self.encode(heldin, session, valid))  # (B, T, D)
+        return self.read_out(self.encode(heldin, session, valid), session)
+
+    def read_out(self, encoded: Tensor, session: Tensor) -> Tensor:
+        """(B, T, D) encoded bins, (B,) session -> (B, T, U_in_max + U_out_max) log-rates.
+
+        Dropout, the optional factor bottleneck, then the session's own linear read-out.
+        """
+        hidden = self.rate_dropout(encoded)  # (B, T, D)
         if self.to_factors is not None:
             hidden = self.to_factors(hidden)  # (B, T, F)
         log_rates = torch.einsum("btd,bdu->btu", hidden, self.read_out_weight[session])
@@ -300,13 +307,22 @@ class NDT1(Decoder):
         return {"rates_heldin": rates[..., :spec.n_heldin],
                 "rates_heldout": rates[..., self.max_heldin:self.max_heldin + spec.n_heldout]}
 
+    def attention_arguments(self, n_bins: int, valid: Tensor) -> tuple[Tensor | None, bool, Tensor]:
+        """What every block's attention gets: ``(attn_mask, is_causal, key_padding_mask)``."""
+        device = valid.device
+        return (context_window_mask(n_bins, self.config.get("context_forward"), self.config.get("context_backward"),
+                                    device), False, valid)
+
     @torch.no_grad()
     def attention_maps(self, session: Session, binned: BinnedTrials, trials: np.ndarray | list[int] | None = None,
-                       layer: int = 0) -> np.ndarray:
+                       layer: int = 0, **encode_options) -> np.ndarray:
         """Attention probabilities of one layer, for plots.
 
+        Args:
+            encode_options: passed on to :meth:`encode` (MtM: ``prompt``).
         Returns:
-            (N, H, T, T) float32: how much bin ``t`` (row) attends to bin ``s`` (column).
+            (N, H, S, S) float32: how much token ``t`` (row) attends to token ``s`` (column); the
+            sequence is the T bins (NDT1), after any context tokens a subclass prepends (MtM).
         """
         index, _, heldin, valid = self._batch_tensors(session, binned)
         if trials is not None:
@@ -314,12 +330,12 @@ class NDT1(Decoder):
         was_training = self.training
         self.eval()
         device = self.read_out_weight.device
+        heldin, valid = heldin.to(device), valid.to(device)
         sessions = torch.full((len(heldin),), index, dtype=torch.int64, device=device)
-        _, block_inputs = self.encode(heldin.to(device), sessions, valid.to(device), return_block_inputs=True)
+        _, block_inputs = self.encode(heldin, sessions, valid, return_block_inputs=True, **encode_options)
         block = self.blocks[layer]
-        attn_mask = context_window_mask(heldin.shape[1], self.config.get("context_forward"),
-                                        self.config.get("context_backward"), device)
+        attn_mask, is_causal, padding = self.attention_arguments(heldin.shape[1], valid, **encode_options)
         weights = attention_weights(block.attention, block.attention_norm(block_inputs[layer]),
-                                    key_padding_mask=valid.to(device), attn_mask=attn_mask)
+                                    key_padding_mask=padding, attn_mask=attn_mask, is_causal=is_causal)
         self.train(was_training)
         return weights.cpu().numpy()
