@@ -301,3 +301,21 @@ def test_transfer_experiment_tiny_and_resumable(data, tmp_path):
     assert [p.stat().st_mtime_ns for p in rows] == stamps  # every cell reused
     assert not any(line.startswith("  transfer:") for line in lines)
     assert again["models"]["ndt2"]["adapted"] == entry["adapted"]
+
+
+@pytest.mark.parametrize("vq_r2, meets", [(0.76, True), (0.70, False)])
+def test_model_bars_judge_vq_at_its_issues_ratio_and_the_rest_at_beating(vq_r2, meets):
+    from mini_decoders.benchmark import BenchmarkSettings, build_table
+
+    def row(model, judged, score):
+        return {"model": model, "status": "ok", "judged_on": judged, judged: score}
+
+    rows = [row("ridge", "vel_r2", 0.80), row("smoothing", "co_bps", 0.30), row("ndt1", "co_bps", 0.29),
+            row("vq", "vel_r2", vq_r2)]
+    table = build_table(rows, None, BenchmarkSettings(data=[], profile="tiny"), [])
+    by_name = {r["model"]: r for r in table["rows"]}
+    assert by_name["vq"]["beats_baseline"] is False and by_name["vq"]["model_bar"] == 0.9
+    assert by_name["vq"]["meets_model_bar"] is meets  # 0.9 x 0.80 = 0.72
+    assert by_name["ndt1"]["meets_model_bar"] is by_name["ndt1"]["beats_baseline"] is False
+    assert by_name["ridge"]["model_bar"] is None
+    assert table["summary"]["transformers_meet_model_bars"] is False
