@@ -113,7 +113,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                           budget_seconds="auto" if args.budget_seconds is None else args.budget_seconds,
                           device=args.device, threads=args.threads, isolate=not args.in_process, transfer=transfer,
                           progress=not args.quiet, log=print)
-    print(format_table(table))
+    if table["rows"]:  # --transfer-only has no model rows, hence no table to print
+        print(format_table(table))
     if table.get("transfer"):
         from mini_decoders.transfer import format_transfer
 
