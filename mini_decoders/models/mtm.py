@@ -248,15 +248,7 @@ class MtM(NDT1):
                 raise DataError(f"`hidden` must be (N, T, U_in) = {(heldin.shape[0], heldin.shape[1], spec.n_heldin)}, "
                                 f"got {hidden.shape}")
             heldin[..., :spec.n_heldin] = heldin[..., :spec.n_heldin].masked_fill(torch.from_numpy(hidden), 0.0)
-        was_training = self.training
-        self.eval()
-        device = self.read_out_weight.device
-        outputs = []
-        for counts, real in zip(torch.split(heldin, 256), torch.split(valid, 256)):  # bounded memory
-            sessions = torch.full((len(counts),), index, dtype=torch.int64, device=device)
-            outputs.append(torch.exp(self(counts.to(device), sessions, real.to(device), prompt=prompt).float()).cpu())
-        self.train(was_training)
-        rates = torch.cat(outputs).numpy()
+        rates = self._predict_rates(index, heldin, valid, prompt=prompt)
         out = np.empty(rates.shape[:2] + (len(spec.heldout),), dtype=np.float32)
         out[..., spec.heldin_index] = rates[..., :spec.n_heldin]
         out[..., spec.heldout_index] = rates[..., self.max_heldin:self.max_heldin + spec.n_heldout]

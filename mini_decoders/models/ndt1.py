@@ -292,18 +292,27 @@ class NDT1(Decoder):
         return index, spec, torch.from_numpy(heldin), torch.from_numpy(np.ascontiguousarray(binned.mask))
 
     @torch.no_grad()
-    def predict_trials(self, session: Session, binned: BinnedTrials) -> dict[str, np.ndarray]:
-        index, spec, heldin, valid = self._batch_tensors(session, binned)
+    def _predict_rates(self, index: int, heldin: Tensor, valid: Tensor, **forward_options) -> np.ndarray:
+        """(N, T, U_in_max) counts of session ``index`` -> (N, T, U_in_max + U_out_max) expected counts.
+
+        In eval mode, 256 trials at a time (bounded memory); ``forward_options`` go to ``forward``
+        (MtM: ``prompt``).
+        """
         was_training = self.training
         self.eval()
         device = self.read_out_weight.device
         outputs = []
-        for counts, real in zip(torch.split(heldin, 256), torch.split(valid, 256)):  # bounded memory
+        for counts, real in zip(torch.split(heldin, 256), torch.split(valid, 256)):
             sessions = torch.full((len(counts),), index, dtype=torch.int64, device=device)
-            outputs.append(torch.exp(self(counts.to(device), sessions, real.to(device)).float()).cpu())
+            outputs.append(torch.exp(self(counts.to(device), sessions, real.to(device), **forward_options).float()).cpu())
         self.train(was_training)
-        rates = torch.cat(outputs).numpy() if outputs else np.zeros(heldin.shape[:2] + (self.max_heldin + self.max_heldout,),
-                                                                    dtype=np.float32)
+        if not outputs:
+            return np.zeros(heldin.shape[:2] + (self.max_heldin + self.max_heldout,), dtype=np.float32)
+        return torch.cat(outputs).numpy()
+
+    def predict_trials(self, session: Session, binned: BinnedTrials) -> dict[str, np.ndarray]:
+        index, spec, heldin, valid = self._batch_tensors(session, binned)
+        rates = self._predict_rates(index, heldin, valid)
         return {"rates_heldin": rates[..., :spec.n_heldin],
                 "rates_heldout": rates[..., self.max_heldin:self.max_heldin + spec.n_heldout]}
 
