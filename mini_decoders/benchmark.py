@@ -706,8 +706,11 @@ def parse_models(models: str | Sequence[str] | None) -> list[str]:
 
 def make_settings(data: Sequence[str | Path] | None, profile: str | None, work: Path, *, seed: int = 0,
                   max_steps: int | None = None, budget_seconds: float | str | None = "auto",
-                  device: str | None = None, threads: int | None = None) -> BenchmarkSettings:
-    """Resolve the profile's defaults, check the arguments, and write simulated data when none is given."""
+                  device: str | None = None, threads: int | None = None, costs: bool = True) -> BenchmarkSettings:
+    """Resolve the profile's defaults, check the arguments, and write simulated data when none is given.
+
+    ``costs=False`` leaves the inference-cost sweeps out (empty sweeps in every row).
+    """
     from mini_decoders.errors import DataError, RunError
     from mini_decoders.train.profiles import resolve_profile
 
@@ -740,8 +743,9 @@ def make_settings(data: Sequence[str | Path] | None, profile: str | None, work: 
             paths = [p.resolve() for p in write_synthetic(folder, seed=seed, **defaults["synth"])]
     return BenchmarkSettings(data=[str(p) for p in paths], profile=profile, seed=int(seed),
                              max_steps=None if max_steps is None else int(max_steps), budget_seconds=budget_seconds,
-                             device=device, cost_lengths=tuple(defaults["cost_lengths"]),
-                             cost_fractions=tuple(defaults["cost_fractions"]), cost_units=tuple(defaults["cost_units"]),
+                             device=device, cost_lengths=tuple(defaults["cost_lengths"]) if costs else (),
+                             cost_fractions=tuple(defaults["cost_fractions"]) if costs else (),
+                             cost_units=tuple(defaults["cost_units"]) if costs else (),
                              cost_windows=int(defaults["cost_windows"]), cost_repeats=int(defaults["cost_repeats"]),
                              threads=threads, work=str(work.resolve()))
 
@@ -750,7 +754,7 @@ def run_benchmark(data: Sequence[str | Path] | None = None, models: str | Sequen
                   profile: str | None = None, json_path: str | Path | None = None, plot_path: str | Path | None = None,
                   *, work: str | Path | None = None, seed: int = 0, max_steps: int | None = None,
                   budget_seconds: float | str | None = "auto", device: str | None = None, threads: int | None = None,
-                  isolate: bool = True, transfer: bool | dict = False, progress: bool = False,
+                  isolate: bool = True, transfer: bool | dict = False, costs: bool = True, progress: bool = False,
                   log: Callable[[str], None] | None = print) -> dict:
     """Train and score ``models`` side by side; write the JSON table (and the plot).
 
@@ -772,6 +776,8 @@ def run_benchmark(data: Sequence[str | Path] | None = None, models: str | Sequen
             (True, or a dict of :func:`mini_decoders.transfer.transfer_experiment` arguments);
             ``"only"``: the transfer experiment alone (no model rows; the classic baselines of the
             transfer experiment still run).
+        costs: measure the inference-cost sweeps (False: leave them out; on a small recording they
+            can take longer than the training).
         log: where progress lines go (None: silent).
 
     Returns:
@@ -790,7 +796,7 @@ def run_benchmark(data: Sequence[str | Path] | None = None, models: str | Sequen
     work.mkdir(parents=True, exist_ok=True)
     names = parse_models(models)
     settings = make_settings(data, profile, work, seed=seed, max_steps=max_steps, budget_seconds=budget_seconds,
-                             device=device, threads=threads)
+                             device=device, threads=threads, costs=costs)
     key = settings.key()
     started = time.perf_counter()
     sessions = as_sessions(settings.data)

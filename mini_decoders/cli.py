@@ -112,7 +112,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                           max_steps=args.max_steps,
                           budget_seconds="auto" if args.budget_seconds is None else args.budget_seconds,
                           device=args.device, threads=args.threads, isolate=not args.in_process, transfer=transfer,
-                          progress=not args.quiet, log=print)
+                          costs=not args.no_costs, progress=not args.quiet, log=print)
     if table["rows"]:  # --transfer-only has no model rows, hence no table to print
         print(format_table(table))
     if table.get("transfer"):
@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--transfer-only", action="store_true", help="the transfer experiment alone (no model rows)")
     bench.add_argument("--pretrain-sessions", default=None, help="transfer: N values, e.g. 1,3")
     bench.add_argument("--fractions", default=None, help="transfer: k values as fractions, e.g. 0.1,0.3,1")
+    bench.add_argument("--no-costs", action="store_true",
+                       help="leave out the inference-cost sweeps (time vs window length, spikes, neurons)")
     bench.add_argument("--quiet", action="store_true", help="no progress bars in the model logs")
     bench.set_defaults(func=cmd_benchmark)
 

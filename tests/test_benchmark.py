@@ -131,6 +131,15 @@ def test_rerun_reuses_saved_rows_and_retrains_when_settings_change(cli_table, da
                                isolate=False, log=None)
     assert other_seed["rows"][0]["vel_r2"] != 0.123456 and other_seed["seed"] == 1
 
+    # Leaving the cost sweeps out is another setting: the saved row (with costs) is not reused,
+    # and the new row has empty sweeps.
+    no_costs = run_benchmark(data[:2], "ridge", "tiny", out / "nocost.json", work=work, threads=1, isolate=False,
+                             costs=False, log=None)
+    row = no_costs["rows"][0]
+    assert row["vel_r2"] != 0.123456 and row["key"] != again["rows"][0]["key"]
+    assert all(row["cost"][sweep]["x"] == [] for sweep in ("length", "spikes", "units"))
+    assert table["rows"][0]["cost"]["units"]["x"]  # the CLI's default run measured them
+
 
 def test_killed_benchmark_reruns_only_what_is_missing(data, tmp_path):
     args = ["--data", *data[:2], "--models", "ridge,smoothing,ndt1", "--profile", "tiny", "--json",
