@@ -251,7 +251,7 @@ def steps_for_budget(model: str, sessions, profile: str, seconds: float, *, seed
     small, large = probe_steps
     timings = []
     started = time.perf_counter()
-    for steps in (small, large):
+    for steps in (1, small, large):  # the first, untimed fit pays the process's one-time costs
         config = {**recipe, "max_steps": steps, "val_every": None, "checkpoint_every": None, "seed": seed,
                   "warmup_steps": min(int(recipe.get("warmup_steps", 1) or 1), steps)}
         if device is not None:
@@ -261,11 +261,29 @@ def steps_for_budget(model: str, sessions, profile: str, seconds: float, *, seed
         tick = time.perf_counter()
         net.fit(sessions, config, out_dir=None, progress=False)
         timings.append(time.perf_counter() - tick)
-    per_step = max((timings[1] - timings[0]) / (large - small), 1e-6)
-    fixed = max(timings[0] - small * per_step, 0.0)
-    steps = int(max(1, min(recipe_steps, math.floor((seconds - fixed) / per_step))))
-    return {"steps": steps, "recipe_steps": recipe_steps, "seconds_per_step": per_step, "fixed_seconds": fixed,
+    return {**steps_from_probes(timings[1:], probe_steps, seconds, recipe_steps),
             "probe_seconds": time.perf_counter() - started}
+
+
+def steps_from_probes(timings: Sequence[float], probe_steps: tuple[int, int], seconds: float, recipe_steps: int) -> dict:
+    """Steps that fit ``seconds``, from the wall-clock ``timings`` of two fits of ``probe_steps`` steps.
+
+    Seconds per step = the difference of the two timings over the difference of steps; the rest
+    of the short fit is the fixed cost. When noise (another job on the machine) makes the
+    difference not positive, the long fit's seconds per step are used instead, fixed cost
+    included: an over-estimate, so the budget is still kept.
+
+    Returns:
+        ``{"steps", "recipe_steps", "seconds_per_step", "fixed_seconds"}``.
+    """
+    (short, long), (small, large) = timings, probe_steps
+    per_step = (long - short) / (large - small)
+    if per_step <= 0:
+        per_step, fixed = long / large, 0.0
+    else:
+        fixed = max(short - small * per_step, 0.0)
+    steps = int(max(1, min(recipe_steps, math.floor((seconds - fixed) / per_step))))
+    return {"steps": steps, "recipe_steps": recipe_steps, "seconds_per_step": per_step, "fixed_seconds": fixed}
 
 
 # ================================================================================================

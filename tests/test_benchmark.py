@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from mini_decoders.benchmark import (METRICS, PeakMemory, inference_cost, parse_models, run_benchmark,
-                                     scaling_exponent, steps_for_budget)
+                                     scaling_exponent, steps_for_budget, steps_from_probes)
 from mini_decoders.errors import RunError
 from mini_decoders.transfer import few_train_trials, parse_fractions, transfer_experiment
 
@@ -264,6 +264,19 @@ def test_steps_for_budget_caps_at_the_recipe(data):
     generous = steps_for_budget("gru", sessions, "tiny", 1e6)
     assert generous["steps"] == generous["recipe_steps"] == 40 and generous["seconds_per_step"] > 0
     assert steps_for_budget("gru", sessions, "tiny", 1e-3)["steps"] == 1
+
+
+def test_steps_from_probes_keeps_the_budget_when_noise_inverts_the_probes():
+    # 3 steps in 2 s, 23 steps in 4 s: 0.1 s per step, 1.7 s fixed -> floor((60 - 1.7) / 0.1) = 583 steps
+    clean = steps_from_probes([2.0, 4.0], (3, 23), 60.0, 2000)
+    assert clean["steps"] == 582 or clean["steps"] == 583
+    assert clean["seconds_per_step"] == pytest.approx(0.1) and clean["fixed_seconds"] == pytest.approx(1.7)
+    # A loaded machine slowed the short probe: the difference is negative. The long probe's own
+    # rate (4.2 s / 23 steps) is used, so the planned steps take at most the budget.
+    noisy = steps_from_probes([5.0, 4.2], (3, 23), 60.0, 2000)
+    assert noisy["seconds_per_step"] == pytest.approx(4.2 / 23)
+    assert noisy["steps"] * noisy["seconds_per_step"] <= 60.0 and noisy["steps"] == int(60.0 / (4.2 / 23))
+    assert steps_from_probes([5.0, 4.2], (3, 23), 1e6, 2000)["steps"] == 2000  # never past the recipe
 
 
 # ------------------------------------------------------------------------------ transfer
