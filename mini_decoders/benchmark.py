@@ -131,6 +131,16 @@ class BenchmarkSettings:
         stamp["format"] = FORMAT
         return hashlib.sha256(json.dumps(stamp, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
+    def row_key(self, model: str) -> str:
+        """:meth:`key` plus ``model``'s recipe in this profile: a row trained before the recipe
+        changed (another version of the package) is not reused."""
+        from mini_decoders.models.registry import get_model
+        from mini_decoders.train.profiles import config_for
+
+        recipe = config_for(get_model(model).CONFIGS, self.profile)
+        stamp = json.dumps([self.key(), model, recipe], sort_keys=True, default=str)
+        return hashlib.sha256(stamp.encode()).hexdigest()[:16]
+
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self), default=list))
 
@@ -541,7 +551,7 @@ def model_row(model: str, settings: BenchmarkSettings, *, progress: bool = False
     model_class = get_model(model)
     out = Path(settings.work) / "runs" / model
     key_path = out / "benchmark_key.json"
-    key = settings.key()
+    key = settings.row_key(model)
     with PeakMemory(settings.device) as memory:
         sessions = as_sessions(settings.data)
         previous = json.loads(key_path.read_text()) if key_path.is_file() else None
@@ -638,7 +648,7 @@ def _compute_in_process(model: str, settings: BenchmarkSettings, progress: bool)
         raise
     except Exception as error:
         lines = traceback.format_exc().strip().splitlines()
-        return error_row(model, f"{type(error).__name__}: {error}", "\n".join(lines[-12:]), settings.key())
+        return error_row(model, f"{type(error).__name__}: {error}", "\n".join(lines[-12:]), settings.row_key(model))
 
 
 def _compute_in_subprocess(model: str, settings: BenchmarkSettings, progress: bool) -> dict:
@@ -668,11 +678,11 @@ def _compute_in_subprocess(model: str, settings: BenchmarkSettings, progress: bo
                 process.kill()
             raise
     row = _read_json(_row_path(work, model))
-    if row is not None and row.get("key") == settings.key():
+    if row is not None and row.get("key") == settings.row_key(model):
         return row
     tail = log_path.read_text(errors="replace").strip().splitlines()[-12:] if log_path.exists() else []
     return error_row(model, f"the process training {model!r} exited with code {code} without writing its row "
-                            f"(killed, out of memory, or crashed); see {log_path}", "\n".join(tail), settings.key())
+                            f"(killed, out of memory, or crashed); see {log_path}", "\n".join(tail), settings.row_key(model))
 
 
 def _read_json(path: Path) -> dict | None:
@@ -830,7 +840,7 @@ def run_benchmark(data: Sequence[str | Path] | None = None, models: str | Sequen
     rows = []
     transfer_only = transfer == "only" or (isinstance(transfer, dict) and bool(transfer.get("only")))
     for index, model in enumerate([] if transfer_only else names, 1):
-        row = load_row(work, model, key)
+        row = load_row(work, model, settings.row_key(model))
         if row is not None:
             say(f"[{index}/{len(names)}] {model}: done before, reused ({_row_path(work, model)})")
         else:

@@ -227,8 +227,10 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
     pool, new = sessions[:-1], sessions[-1]
     stamp = {"files": [_file_stamp(p) for p in paths], "profile": profile, "seed": seed, "device": device,
              "pretrain_steps": pretrain_steps, "budget_seconds": budget_seconds, "finetune_steps": finetune_steps,
-             "scratch_steps": scratch_steps}
-    key = hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:16]
+             "scratch_steps": scratch_steps,
+             # the recipes too: cells trained before a recipe changed are not reused
+             "recipes": {m: config_for(get_model(m).CONFIGS, profile) for m in models}}
+    key = hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest()[:16]
     cells = _Cells(work, key, say)
     started = time.perf_counter()
     few = {fraction: few_train_trials(new, fraction, seed) for fraction in fractions}

@@ -141,6 +141,22 @@ def test_rerun_reuses_saved_rows_and_retrains_when_settings_change(cli_table, da
     assert table["rows"][0]["cost"]["units"]["x"]  # the CLI's default run measured them
 
 
+def test_a_row_is_retrained_when_its_models_recipe_changes(data, tmp_path, monkeypatch):
+    from mini_decoders.models.registry import get_model
+
+    def bench(lines):
+        return run_benchmark(data[:1], "ridge", "tiny", tmp_path / "B.json", threads=1, isolate=False, costs=False,
+                             log=lines.append)["rows"][0]
+
+    first, again, changed = [], [], []
+    row = bench(first)
+    assert bench(again)["key"] == row["key"] and any("reused" in line for line in again)
+    ridge = get_model("ridge")
+    monkeypatch.setattr(ridge, "CONFIGS", {**ridge.CONFIGS, "tiny": {**ridge.CONFIGS["tiny"], "history_bins": 4}})
+    retrained = bench(changed)
+    assert retrained["key"] != row["key"] and not any("reused" in line for line in changed)
+    assert retrained["vel_r2"] != row["vel_r2"]  # 4 bins of history, not 8: another decoder
+
 def test_killed_benchmark_reruns_only_what_is_missing(data, tmp_path):
     args = ["--data", *data[:2], "--models", "ridge,smoothing,ndt1", "--profile", "tiny", "--json",
             str(tmp_path / "B.json"), "--threads", "1", "--quiet"]
