@@ -211,6 +211,10 @@ def test_layer_wise_lr_decay_multipliers(sessions):
     assert mult_of[id(named["decoder.0.attention.to_qkv.weight"])] == 1.0
     assert mult_of[id(named["behavior_readout.weight"])] == 10.0
     assert mult_of[id(named["subject_vocab.weight"])] == 10.0
+    # a new session's read-out rows learn at the pretraining rate: fine-tuning lr x 1 / finetune_lr_scale
+    pretraining_rate = 1.0 / CONFIG["finetune_lr_scale"]
+    for name in ("unit_bias_vocab.weight", "heldout_weight_vocab.weight", "skip_weight_vocab.weight"):
+        assert mult_of[id(named[name])] == pytest.approx(pretraining_rate), name
     decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
     assert decay_of[id(named["session_vocab.weight"])] == 0.0  # context rows are not eroded
     assert decay_of[id(named["encoder.0.attention.to_qkv.weight"])] == 0.01
@@ -344,3 +348,31 @@ def test_heldout_skip_is_smoothing_then_a_linear_map_when_all_is_visible(session
         weight = model.skip_weight_vocab(batch["context"][b:b + 1, 0]).detach().view(model.heldin_slots, -1)
         expected = smoothed @ weight[:counts.shape[1]]
         torch.testing.assert_close(fast[b, :n_bins], expected[:n_bins], rtol=1e-4, atol=1e-4)
+
+
+def test_glm_start_puts_the_skip_at_the_poisson_glm_optimum(sessions):
+    alpha = 0.01
+    model = make_model(sessions, heldout_skip=True, skip_init="glm", skip_glm_alphas=(alpha,))
+    session = sessions[0]
+    index, spec = model.spec_for(session)
+    binned = model._binned(session, "train", False)
+    features = torch.from_numpy(model.skip_features(binned, spec)[binned.mask]).double()  # (M, U_in)
+    targets = torch.from_numpy(binned.counts[..., spec.heldout_index][binned.mask]).double()  # (M, U_out)
+    row = model.skip_weight_vocab.weight[int(model.skip_weight_vocab.index([session.id])[0])].detach()
+    weights = row.view(model.heldin_slots, model.heldout_slots)[:spec.n_heldin, :spec.n_heldout].double()
+    offset = model.config["max_heldin_patches"] * model.neurons_per_token
+    bias_row = model.unit_bias_vocab.weight[int(model.unit_bias_vocab.index([session.id])[0])].detach()
+    intercept = bias_row[offset:offset + spec.n_heldout].double()
+    # Stationarity of the penalised Poisson GLM: mean gradient of the NLL + alpha W = 0, and the
+    # intercepts' gradient (unpenalised) = 0.
+    residual = torch.exp(features @ weights + intercept) - targets  # (M, U_out)
+    gradient = features.T @ residual / len(features)
+    assert weights.abs().max() > 1e-3  # a real fit, not zeros
+    torch.testing.assert_close(gradient, -alpha * weights, atol=1e-4, rtol=0)
+    torch.testing.assert_close(residual.mean(0), torch.zeros(spec.n_heldout, dtype=torch.float64), atol=1e-4, rtol=0)
+    # Untrained, the model's own held-out rates with every token visible are that GLM's: the pooled
+    # transformer path starts at zero.
+    with torch.no_grad():
+        predicted = model.predict_trials(session, binned)["rates_heldout"][binned.mask]
+    expected = torch.exp(features @ weights + intercept).numpy()
+    np.testing.assert_allclose(predicted, expected, rtol=2e-3, atol=1e-5)
