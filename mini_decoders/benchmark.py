@@ -259,7 +259,7 @@ def steps_for_budget(model: str, sessions, profile: str, seconds: float, *, seed
     recipe = config_for(model_class.CONFIGS, profile)
     recipe_steps = int(recipe["max_steps"])
     small, large = probe_steps
-    timings = []
+    timings, loop_seconds = [], None
     started = time.perf_counter()
     for steps in (1, small, large):  # the first, untimed fit pays the process's one-time costs
         config = {**recipe, "max_steps": steps, "val_every": None, "checkpoint_every": None, "seed": seed,
@@ -269,26 +269,32 @@ def steps_for_budget(model: str, sessions, profile: str, seconds: float, *, seed
         torch.manual_seed(seed)
         net = model_class.build(sessions, config)
         tick = time.perf_counter()
-        net.fit(sessions, config, out_dir=None, progress=False)
+        history = net.fit(sessions, config, out_dir=None, progress=False)
         timings.append(time.perf_counter() - tick)
-    return {**steps_from_probes(timings[1:], probe_steps, seconds, recipe_steps),
+        loop_seconds = history.get("seconds") if isinstance(history, dict) else None
+    return {**steps_from_probes(timings[1:], probe_steps, seconds, recipe_steps, loop_seconds=loop_seconds),
             "probe_seconds": time.perf_counter() - started}
 
 
-def steps_from_probes(timings: Sequence[float], probe_steps: tuple[int, int], seconds: float, recipe_steps: int) -> dict:
+def steps_from_probes(timings: Sequence[float], probe_steps: tuple[int, int], seconds: float, recipe_steps: int,
+                      loop_seconds: float | None = None) -> dict:
     """Steps that fit ``seconds``, from the wall-clock ``timings`` of two fits of ``probe_steps`` steps.
 
     Seconds per step = the difference of the two timings over the difference of steps; the rest
     of the short fit is the fixed cost. When noise (another job on the machine) makes the
-    difference not positive, the long fit's seconds per step are used instead, fixed cost
-    included: an over-estimate, so the budget is still kept.
+    difference not positive, the long fit's own training loop is used instead: ``loop_seconds``
+    (what the model's ``fit`` reports for its optimiser loop, final validation included) over its
+    steps, the rest of its wall-clock being the fixed cost; without ``loop_seconds``, its whole
+    wall-clock per step (an over-estimate, so the budget is still kept).
 
     Returns:
         ``{"steps", "recipe_steps", "seconds_per_step", "fixed_seconds"}``.
     """
     (short, long), (small, large) = timings, probe_steps
     per_step = (long - short) / (large - small)
-    if per_step <= 0:
+    if per_step <= 0 and loop_seconds is not None and 0 < loop_seconds <= long:
+        per_step, fixed = loop_seconds / large, long - loop_seconds
+    elif per_step <= 0:
         per_step, fixed = long / large, 0.0
     else:
         fixed = max(short - small * per_step, 0.0)

@@ -293,6 +293,10 @@ def test_steps_from_probes_keeps_the_budget_when_noise_inverts_the_probes():
     assert noisy["seconds_per_step"] == pytest.approx(4.2 / 23)
     assert noisy["steps"] * noisy["seconds_per_step"] <= 60.0 and noisy["steps"] == int(60.0 / (4.2 / 23))
     assert steps_from_probes([5.0, 4.2], (3, 23), 1e6, 2000)["steps"] == 2000  # never past the recipe
+    # With the long fit's loop time (2.3 s of its 4.2 s), the rest is fixed cost: 0.1 s per step.
+    timed = steps_from_probes([5.0, 4.2], (3, 23), 60.0, 2000, loop_seconds=2.3)
+    assert timed["seconds_per_step"] == pytest.approx(0.1) and timed["fixed_seconds"] == pytest.approx(1.9)
+    assert timed["steps"] in (580, 581)  # floor((60 - 1.9) / 0.1)
 
 
 # ------------------------------------------------------------------------------ transfer
