@@ -370,6 +370,15 @@ class NDT2(Decoder):
         rows = torch.arange(batch_size, device=decoded.device)[:, None, None]
         return per_slot[rows, time[..., None], slot.clamp(max=self.heldout_slots - 1)]
 
+    def smooth_counts(self, counts: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
+        """(B, T, U) counts, (B, T, U) bool shown -> (B, T, U): each neuron's shown counts smoothed
+        over time by the skip's kernel, normalised over the shown bins."""
+        batch_size, n_bins, n_units = counts.shape
+        series = counts.transpose(1, 2).reshape(-1, n_bins, 1)  # (B*U, T, 1): one series per neuron
+        smoothed = self.skip_kernel(series, shown.transpose(1, 2).reshape(-1, n_bins), bool(self.config["causal"]),
+                                    normalise=True)
+        return smoothed.view(batch_size, n_units, n_bins).transpose(1, 2)
+
     def skip_log_rates(self, tokens: PatchTokens, is_heldout: torch.Tensor, visible: torch.Tensor,
                        batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The ``heldout_skip`` path: visible held-in counts, smoothed over time -> (B, T, held-out slots).
@@ -383,9 +392,7 @@ class NDT2(Decoder):
         n_patches, n = n_heldin // n_bins, self.neurons_per_token
         counts = tokens.counts[:, :n_heldin].to(torch.float32).view(batch_size, n_bins, n_patches * n)  # (B, T, U)
         shown = (visible[:, :n_heldin, None] & tokens.channel_mask[:, :n_heldin]).view(batch_size, n_bins, -1)
-        series = counts.transpose(1, 2).reshape(-1, n_bins, 1)  # (B*U, T, 1): one series per neuron slot
-        smoothed = self.skip_kernel(series, shown.transpose(1, 2).reshape(-1, n_bins), bool(self.config["causal"]),
-                                    normalise=True).view(batch_size, -1, n_bins).transpose(1, 2)  # (B, T, U)
+        smoothed = self.smooth_counts(counts, shown)  # (B, T, U)
         weight = self.skip_weight_vocab(batch["context"][:, 0]).view(batch_size, self.heldin_slots, self.heldout_slots)
         if not self.skip_learned:
             weight = weight.detach()
@@ -497,11 +504,7 @@ class NDT2(Decoder):
         device = self.skip_kernel.weight.device
         counts = torch.from_numpy(binned.counts[..., spec.heldin_index].astype(np.float32)).to(device)  # (N, T, U_in)
         valid = torch.from_numpy(np.ascontiguousarray(binned.mask)).to(device)  # (N, T)
-        n_trials, n_bins, n_units = counts.shape
-        series = counts.transpose(1, 2).reshape(-1, n_bins, 1)  # (N*U, T, 1)
-        shown = valid[:, None, :].expand(-1, n_units, -1).reshape(-1, n_bins)
-        smoothed = self.skip_kernel(series, shown, bool(self.config["causal"]), normalise=True).float()
-        return smoothed.view(n_trials, n_units, n_bins).transpose(1, 2).cpu().numpy()
+        return self.smooth_counts(counts, valid[..., None].expand_as(counts)).float().cpu().numpy()
 
     @torch.no_grad()
     def _init_skip_from_glm(self, sessions: list[Session]) -> None:
@@ -517,15 +520,18 @@ class NDT2(Decoder):
             fit_x, fit_y = self.skip_features(fit, spec)[fit.mask], fit.counts[..., spec.heldout_index][fit.mask]
             alphas = sorted((float(a) for a in self.config["skip_glm_alphas"]), reverse=True)
             tune = bin_trials(session, self.bin_size, split="val", behavior=()) if "val" in session.trials.split else None
+            if tune is not None and tune.mask.any():
+                tune_x, tune_y = self.skip_features(tune, spec)[tune.mask], tune.counts[..., spec.heldout_index][tune.mask]
+            else:
+                tune_x = None
             best, previous = None, None
             for alpha in alphas:  # strong to weak penalty, each fit warm-started from the last
                 weights, intercept = previous = fit_poisson_glm(fit_x, fit_y, alpha, init=previous)
-                if tune is None or not tune.mask.any():
+                if tune_x is None:
                     best = (0.0, weights, intercept)  # no val trials: the weakest penalty
                     continue
-                tune_x = self.skip_features(tune, spec)[tune.mask]
                 rates = np.exp(np.clip(tune_x @ weights + intercept, None, 30.0))
-                score = bits_per_spike(rates, tune.counts[..., spec.heldout_index][tune.mask])
+                score = bits_per_spike(rates, tune_y)
                 if best is None or score > best[0]:
                     best = (score, weights, intercept)
             _, weights, intercept = best
