@@ -376,3 +376,14 @@ def test_glm_start_puts_the_skip_at_the_poisson_glm_optimum(sessions):
         predicted = model.predict_trials(session, binned)["rates_heldout"][binned.mask]
     expected = torch.exp(features @ weights + intercept).numpy()
     np.testing.assert_allclose(predicted, expected, rtol=2e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(skip_init="ridge"), "skip_init must be 'zero' or 'glm', got 'ridge'"),
+    (dict(skip_init="zero", skip_learned=False), "skip_learned=False needs skip_init='glm'"),
+])
+def test_bad_skip_settings_are_one_clear_error(sessions, overrides, message):
+    from mini_decoders.errors import RunError
+
+    with pytest.raises(RunError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        NDT2.build(sessions, {**CONFIG, "heldout_skip": True, **overrides})
