@@ -211,10 +211,13 @@ def test_layer_wise_lr_decay_multipliers(sessions):
     assert mult_of[id(named["decoder.0.attention.to_qkv.weight"])] == 1.0
     assert mult_of[id(named["behavior_readout.weight"])] == 10.0
     assert mult_of[id(named["subject_vocab.weight"])] == 10.0
-    # a new session's read-out rows learn at the pretraining rate: fine-tuning lr x 1 / finetune_lr_scale
+    # a new session's offsets and skip learn at the pretraining rate: fine-tuning lr x 1 / finetune_lr_scale;
+    # its pooled read-out slowly (finetune_pooled_lr_mult), so a few trials do not over-fit it
     pretraining_rate = 1.0 / CONFIG["finetune_lr_scale"]
-    for name in ("unit_bias_vocab.weight", "heldout_weight_vocab.weight", "skip_weight_vocab.weight"):
+    for name in ("unit_bias_vocab.weight", "skip_weight_vocab.weight"):
         assert mult_of[id(named[name])] == pytest.approx(pretraining_rate), name
+    assert mult_of[id(named["heldout_weight_vocab.weight"])] == pytest.approx(CONFIG["finetune_pooled_lr_mult"])
+    assert CONFIG["finetune_pooled_lr_mult"] != pretraining_rate  # the two rules are told apart
     decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
     assert decay_of[id(named["session_vocab.weight"])] == 0.0  # context rows are not eroded
     assert decay_of[id(named["encoder.0.attention.to_qkv.weight"])] == 0.01
@@ -235,6 +238,16 @@ def test_full_finetuning_decodes_velocity_and_round_trips(sessions, tmp_path):
     again = fresh.eval().predict_trials(sessions[2], binned)
     for key in predictions:
         np.testing.assert_allclose(again[key], predictions[key], rtol=1e-5, atol=1e-6)
+
+
+def test_finetuning_validates_often_enough_to_catch_an_early_best_step(sessions):
+    schedule = NDT2.finetune_schedule({**CONFIG, "finetune_steps": 200, "val_every": 100, "finetune_validations": 20})
+    assert schedule == {"max_steps": 200, "warmup_steps": 20, "val_every": 10}
+    assert NDT2.finetune_schedule({**CONFIG, "val_every": None})["val_every"] is None  # the profile never validates
+    # a fine-tuning run validates on that grid, not on the pretraining's val_every
+    model = make_model(sessions[:2], val_every=1000, finetune_steps=4, finetune_validations=2)
+    history = model.finetune([sessions[2]], "full", {}, out_dir=None, progress=False)
+    assert [r["step"] for r in history["records"] if "val_co_bps" in r] == [2, 4]
 
 
 def test_units_unseen_are_refused_with_a_hint(sessions):

@@ -150,7 +150,8 @@ def check_layer_lr_multipliers(student_fn) -> None:
     random_decay = float(np.round(rng.uniform(0.3, 0.95), 3))
     cases = [(f"{n} layers, decay {d}", n, d) for n, d in ((4, 0.75), (1, 0.5), (6, random_decay))]
     for case, n_layers, decay in cases:
-        stand_in = SimpleNamespace(config={"layer_decay": decay, "new_param_lr_mult": 10.0, "finetune_lr_scale": 0.5},
+        stand_in = SimpleNamespace(config={"layer_decay": decay, "new_param_lr_mult": 10.0, "finetune_lr_scale": 0.5,
+                                           "finetune_pooled_lr_mult": 0.1},
                                    encoder=[None] * n_layers)
         rules = NDT2.lr_multipliers(stand_in)
         expected = {key: value for key, value in rules.items() if key == "tokenizer." or key.startswith("encoder.")}
