@@ -133,11 +133,13 @@ class BenchmarkSettings:
 
     def row_key(self, model: str) -> str:
         """:meth:`key` plus ``model``'s recipe in this profile: a row trained before the recipe
-        changed (another version of the package) is not reused."""
+        changed (another version of the package) is not reused. ``finetune_*`` keys are left out:
+        a row never fine-tunes (the transfer cells, which do, hash the whole recipe)."""
         from mini_decoders.models.registry import get_model
         from mini_decoders.train.profiles import config_for
 
-        recipe = config_for(get_model(model).CONFIGS, self.profile)
+        recipe = {k: v for k, v in config_for(get_model(model).CONFIGS, self.profile).items()
+                  if not k.startswith("finetune")}
         stamp = json.dumps([self.key(), model, recipe], sort_keys=True, default=str)
         return hashlib.sha256(stamp.encode()).hexdigest()[:16]
 

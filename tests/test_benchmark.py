@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from mini_decoders.benchmark import (METRICS, PeakMemory, inference_cost, parse_models, run_benchmark,
+from mini_decoders.benchmark import (METRICS, BenchmarkSettings, PeakMemory, inference_cost, parse_models, run_benchmark,
                                      scaling_exponent, steps_for_budget, steps_from_probes)
 from mini_decoders.errors import RunError
 from mini_decoders.transfer import few_train_trials, parse_fractions, transfer_experiment
@@ -156,6 +156,19 @@ def test_a_row_is_retrained_when_its_models_recipe_changes(data, tmp_path, monke
     retrained = bench(changed)
     assert retrained["key"] != row["key"] and not any("reused" in line for line in changed)
     assert retrained["vel_r2"] != row["vel_r2"]  # 4 bins of history, not 8: another decoder
+
+
+def test_a_rows_key_ignores_the_fine_tuning_recipe(data, monkeypatch):
+    from mini_decoders.models.registry import get_model
+
+    settings = BenchmarkSettings(data=[str(path) for path in data[:1]], profile="tiny")
+    before = settings.row_key("ndt2")
+    ndt2 = get_model("ndt2")
+    tiny = ndt2.CONFIGS["tiny"]
+    monkeypatch.setattr(ndt2, "CONFIGS", {**ndt2.CONFIGS, "tiny": {**tiny, "finetune_steps": 999}})
+    assert settings.row_key("ndt2") == before  # a benchmark row only pretrains
+    monkeypatch.setattr(ndt2, "CONFIGS", {**ndt2.CONFIGS, "tiny": {**tiny, "mask_ratio": 0.3}})
+    assert settings.row_key("ndt2") != before
 
 def test_killed_benchmark_reruns_only_what_is_missing(data, tmp_path):
     args = ["--data", *data[:2], "--models", "ridge,smoothing,ndt1", "--profile", "tiny", "--json",
