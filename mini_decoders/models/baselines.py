@@ -243,6 +243,34 @@ def fit_poisson_glm(features: np.ndarray, targets: np.ndarray, alpha: float, max
     return theta[:-1].numpy(), theta[-1].numpy()
 
 
+
+def poisson_glm_path(fit_x: np.ndarray, fit_y: np.ndarray, tune_x: np.ndarray | None, tune_y: np.ndarray | None,
+                     alphas) -> list[tuple[float, float, np.ndarray, np.ndarray]]:
+    """:func:`fit_poisson_glm` at each penalty, strong to weak, each fit warm-started from the last.
+
+    Args:
+        fit_x, fit_y: (M, F) features and (M, K) counts to fit.
+        tune_x, tune_y: rows to score each fit on (bits/spike); None = no scoring (score NaN).
+        alphas: penalties, in any order.
+
+    Returns:
+        ``(score, alpha, weights (F, K), intercept (K,))`` per penalty, strongest first.
+    """
+    path, previous = [], None
+    for alpha in sorted((float(a) for a in alphas), reverse=True):
+        weights, intercept = previous = fit_poisson_glm(fit_x, fit_y, alpha, init=previous)
+        score = float("nan")
+        if tune_x is not None:
+            score = bits_per_spike(np.exp(np.clip(tune_x @ weights + intercept, None, 30.0)), tune_y)
+        path.append((score, alpha, weights, intercept))
+    return path
+
+
+def best_on_path(path: list[tuple]) -> tuple:
+    """The entry of :func:`poisson_glm_path` with the highest score (NaN scores last; first of ties)."""
+    return max(path, key=lambda entry: -np.inf if np.isnan(entry[0]) else entry[0])
+
+
 class SmoothingModel(Decoder):
     """NLB's smoothing baseline for co-smoothing.
 
@@ -290,12 +318,9 @@ class SmoothingModel(Decoder):
                 smoothed = self.smoothed_heldin(binned, spec, float(kern_sd))
                 fit_x, fit_y = smoothed[fit][binned.mask[fit]], heldout[fit][binned.mask[fit]]
                 tune_x, tune_y = smoothed[tune][binned.mask[tune]], heldout[tune][binned.mask[tune]]
-                previous = None
-                for alpha in sorted(self.config["alphas"], reverse=True):  # strong to weak penalty: warm starts
-                    weights, intercept = previous = fit_poisson_glm(fit_x, fit_y, float(alpha), init=previous)
-                    rates = np.exp(np.clip(tune_x @ weights + intercept, None, 30.0))
-                    results.append((bits_per_spike(rates, tune_y), float(kern_sd), float(alpha)))
-            score, kern_sd, alpha = max(results, key=lambda r: -np.inf if np.isnan(r[0]) else r[0])
+                results += [(score, float(kern_sd), alpha)
+                            for score, alpha, _, _ in poisson_glm_path(fit_x, fit_y, tune_x, tune_y, self.config["alphas"])]
+            score, kern_sd, alpha = best_on_path(results)
             smoothed = self.smoothed_heldin(binned, spec, kern_sd)
             weights, intercept = fit_poisson_glm(smoothed[binned.mask], heldout[binned.mask], alpha)
             getattr(self, f"weights_{index}").copy_(torch.from_numpy(weights))

@@ -510,7 +510,7 @@ class NDT2(Decoder):
     @torch.no_grad()
     def _init_skip_from_glm(self, sessions: list[Session]) -> None:
         """Start the skip rows of ``sessions`` at a Poisson GLM fitted on their train trials (see ``skip_init``)."""
-        from mini_decoders.models.baselines import fit_poisson_glm
+        from mini_decoders.models.baselines import best_on_path, poisson_glm_path
 
         offset = int(self.config["max_heldin_patches"]) * self.neurons_per_token
         for session in sessions:
@@ -519,23 +519,13 @@ class NDT2(Decoder):
             if spec.n_heldout == 0 or not fit.mask.any():
                 continue  # nothing to predict, or no trials to fit: the row stays 0 and is learned
             fit_x, fit_y = self.skip_features(fit, spec)[fit.mask], fit.counts[..., spec.heldout_index][fit.mask]
-            alphas = sorted((float(a) for a in self.config["skip_glm_alphas"]), reverse=True)
             tune = bin_trials(session, self.bin_size, split="val", behavior=()) if "val" in session.trials.split else None
+            tune_x = tune_y = None
             if tune is not None and tune.mask.any():
                 tune_x, tune_y = self.skip_features(tune, spec)[tune.mask], tune.counts[..., spec.heldout_index][tune.mask]
-            else:
-                tune_x = None
-            best, previous = None, None
-            for alpha in alphas:  # strong to weak penalty, each fit warm-started from the last
-                weights, intercept = previous = fit_poisson_glm(fit_x, fit_y, alpha, init=previous)
-                if tune_x is None:
-                    best = (0.0, weights, intercept)  # no val trials: the weakest penalty
-                    continue
-                rates = np.exp(np.clip(tune_x @ weights + intercept, None, 30.0))
-                score = bits_per_spike(rates, tune_y)
-                if best is None or score > best[0]:
-                    best = (score, weights, intercept)
-            _, weights, intercept = best
+            path = poisson_glm_path(fit_x, fit_y, tune_x, tune_y, self.config["skip_glm_alphas"])
+            # the best penalty on the val trials; without val trials, the weakest
+            _, _, weights, intercept = path[-1] if tune_x is None else best_on_path(path)
             row = torch.zeros(self.heldin_slots, self.heldout_slots)
             row[:spec.n_heldin, :spec.n_heldout] = torch.from_numpy(weights).float()
             index = int(self.skip_weight_vocab.index([session.id])[0])
