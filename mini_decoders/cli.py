@@ -27,7 +27,8 @@ def _sessions(paths: list[str]):
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from mini_decoders.data.synth import write_synthetic
 
-    paths = write_synthetic(args.out, n_sessions=args.sessions, seed=args.seed, n_trials=args.trials)
+    extra = {} if args.array_drift is None else {"array_drift": args.array_drift}
+    paths = write_synthetic(args.out, n_sessions=args.sessions, seed=args.seed, n_trials=args.trials, **extra)
     for path in paths:
         print(path)
     return 0
@@ -177,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--sessions", type=int, default=3, help="number of sessions (default 3)")
     synth.add_argument("--trials", type=int, default=None, help="trials per session (default: the simulator's)")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--array-drift", type=float, default=None, metavar="D",
+                       help="sessions of one subject record the same units (one array over days), their tuning "
+                            "drifting by D in [0, 1] (default: every session has its own units)")
     synth.set_defaults(func=cmd_data_synth)
     fetch = data.add_parser("fetch", help="download a real dataset by name and verify its checksum")
     fetch.add_argument("name")

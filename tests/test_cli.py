@@ -47,6 +47,18 @@ def test_synth_is_reproducible_and_sessions_differ(synth_dir, tmp_path):
     assert set(first.units.ids).isdisjoint(second.units.ids)
 
 
+def test_synth_array_drift_records_one_array_per_subject(tmp_path):
+    import json
+
+    from mini_decoders.data.nwb import read_nwb
+
+    assert main(["data", "synth", "--out", str(tmp_path), "--sessions", "3", "--trials", "20", "--array-drift", "0.3"]) == 0
+    first, other, first_again = (read_nwb(tmp_path / f"sim_s{k}.nwb") for k in range(3))
+    assert first.subject == first_again.subject != other.subject
+    np.testing.assert_array_equal(first.units.heldout, first_again.units.heldout)
+    assert json.loads((tmp_path / "simulation.json").read_text())["array_drift"] == 0.3
+
+
 def test_info_describes_a_file(synth_dir):
     result = run_cli("data", "info", str(sorted(synth_dir.glob("*.nwb"))[0]))
     assert result.returncode == 0, result.stderr
@@ -55,6 +67,7 @@ def test_info_describes_a_file(synth_dir):
 
 @pytest.mark.parametrize("args,message", [
     (["data", "info", "does_not_exist.nwb"], "does_not_exist.nwb"),
+    (["data", "synth", "--out", "x", "--array-drift", "2"], "array_drift must be None or in [0, 1]"),
     (["data", "fetch", "no_such_dataset"], "no_such_dataset"),
     (["train", "no_such_model", "--data", "x.nwb"], "no_such_model"),
     (["predict", "no_such_run", "--data", "x.nwb", "--out", "p.h5"], "no_such_run"),

@@ -187,6 +187,37 @@ def test_same_seed_same_data_and_sessions_independent_of_count(small):
     assert other_seed.sessions[0].n_spikes != small.sessions[0].n_spikes
 
 
+def _loadings(dataset, session_id):
+    """(U, D) each unit's loading on the latents, read back from the truth: log rate = baseline + latents @ loading."""
+    truth = dataset.truth[session_id]
+    below_cap = (truth.rates < 0.999 * dataset.config.rate_cap).all(1)  # the cap breaks the log-linear law
+    design = np.column_stack([np.ones(len(truth.latents)), truth.latents]).astype(np.float64)[below_cap]
+    coef, *_ = np.linalg.lstsq(design, np.log(truth.rates[below_cap].astype(np.float64)), rcond=None)
+    return coef[1:].T
+
+
+def test_array_drift_keeps_a_subjects_units_and_drifts_their_tuning():
+    def cosine(a, b):
+        return float(np.mean(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
+
+    drifted = simulate(n_sessions=3, n_trials=24, n_units=30, seed=5, array_drift=0.5)
+    first, other_subject, first_again = drifted.sessions
+    assert first.subject == first_again.subject != other_subject.subject
+    np.testing.assert_array_equal(first.units.heldout, first_again.units.heldout)  # the same array, the same roles
+    np.testing.assert_array_equal(first.units.region, first_again.units.region)
+    assert not np.array_equal(first.units.heldout, other_subject.units.heldout)
+    same_subject = cosine(_loadings(drifted, "sim_s0"), _loadings(drifted, "sim_s2"))
+    assert same_subject == pytest.approx(1 - 0.5 ** 2, abs=0.08)  # two days, each drifted by d: 1 - d^2
+    assert abs(cosine(_loadings(drifted, "sim_s0"), _loadings(drifted, "sim_s1"))) < 0.2  # another subject's array
+    frozen = simulate(n_sessions=3, n_trials=24, n_units=30, seed=5, array_drift=0.0)
+    np.testing.assert_allclose(_loadings(frozen, "sim_s0"), _loadings(frozen, "sim_s2"), atol=1e-3)
+    assert first.n_spikes != first_again.n_spikes  # other days, other trials and spikes
+    with pytest.raises(DataError, match="array_drift"):
+        simulate(n_sessions=1, n_trials=16, array_drift=1.5)
+    with pytest.raises(DataError, match="share one array"):
+        simulate(n_sessions=2, n_trials=16, n_units=(10, 12), array_drift=0.2)
+
+
 def test_truth_save_load_round_trip(small, tmp_path):
     truth = small.truth["sim_s0"]
     path = truth.save(tmp_path / "truth.h5")

@@ -94,6 +94,12 @@ class SimulationConfig:
     baseline_log_std: float = 0.6
     loading_norm: float = 2.3  # length of each unit's loading vector on the latents
     loading_spread: float = 0.2  # the length varies uniformly by +-20% across units
+    # None: every session records its own, unrelated units (a new array, or spike sorting that cannot
+    # match units across days). A number d in [0, 1]: the sessions of one subject record the same
+    # units, as one implanted array does day after day: each unit keeps its place in the unit table,
+    # its region and whether it is held out, while each day its loading and baseline drift away from
+    # the array's own draw by d (0 = the same tuning every day; two days' loadings correlate by 1 - d^2).
+    array_drift: float | None = None
     rate_cap: float = 250.0
     # behaviour
     velocity_scale: float = 400.0  # mm/s per unit of the velocity modes' imaginary part
@@ -336,6 +342,11 @@ def _check_config(config: SimulationConfig) -> None:
         raise DataError(f"simulate: n_units has {len(config.n_units)} counts but n_sessions is {config.n_sessions}")
     if not config.regions:
         raise DataError("simulate: regions must name at least one region")
+    if config.array_drift is not None and not 0.0 <= config.array_drift <= 1.0:
+        raise DataError(f"simulate: array_drift must be None or in [0, 1], got {config.array_drift}")
+    if config.array_drift is not None and isinstance(config.n_units, (tuple, list)):
+        raise DataError("simulate: with array_drift the sessions of a subject share one array, so n_units must be "
+                        f"one number (or None), not one per session: got {config.n_units}")
     if not 0 <= config.heldout_fraction < 1:
         raise DataError(f"simulate: heldout_fraction must be in [0, 1), got {config.heldout_fraction}")
     shortest = min(np.atleast_1d(config.trial_length))
@@ -360,6 +371,11 @@ def _single_threaded_blas():
 def _session_rng(config: SimulationConfig, index: int) -> np.random.Generator:
     # spawn_key makes session k's stream independent of how many sessions exist
     return np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(index,)))
+
+
+def _subject_rng(config: SimulationConfig, subject_index: int) -> np.random.Generator:
+    # a key of another length than the sessions' (index,): a stream of its own, shared by the subject's sessions
+    return np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(subject_index, 1)))
 
 
 def _steps(seconds: np.ndarray | float, dt: float) -> np.ndarray:
@@ -449,9 +465,10 @@ def _simulate_session(config: SimulationConfig, index: int) -> tuple[Session, Tr
     hand_vel = TimeSeries(behavior_times, np.column_stack([np.interp(behavior_times, fine_centres, recorded[:, d])
                                                            for d in range(2)]), unit="mm/s")
 
-    # ---- neurons of this session
+    # ---- neurons of this session (with ``array_drift``: the subject's array, drawn from the subject's seed)
+    unit_rng = rng if config.array_drift is None else _subject_rng(config, index % len(config.subjects))
     if config.n_units is None:
-        n_units = int(rng.integers(config.unit_range[0], config.unit_range[1] + 1))
+        n_units = int(unit_rng.integers(config.unit_range[0], config.unit_range[1] + 1))
     elif isinstance(config.n_units, (tuple, list)):
         n_units = int(config.n_units[index])
     else:
@@ -465,10 +482,18 @@ def _simulate_session(config: SimulationConfig, index: int) -> tuple[Session, Tr
     weights[np.arange(n_units), own_private + 1] = 1.0
     # A random direction in latent space per unit, with a norm that varies only a little: with iid
     # Gaussian loadings a few very strongly tuned units would dominate co-bps and make it jumpy.
-    loading = weights * rng.standard_normal(weights.shape)  # (U, D)
-    depth = config.loading_norm * rng.uniform(1 - config.loading_spread, 1 + config.loading_spread, n_units)
+    loading = weights * unit_rng.standard_normal(weights.shape)  # (U, D)
+    depth = config.loading_norm * unit_rng.uniform(1 - config.loading_spread, 1 + config.loading_spread, n_units)
     loading *= (depth / np.linalg.norm(loading, axis=1))[:, None]
-    baseline = np.log(config.baseline_rate) + config.baseline_log_std * rng.standard_normal(n_units)
+    baseline = np.log(config.baseline_rate) + config.baseline_log_std * unit_rng.standard_normal(n_units)
+    if config.array_drift is not None:  # today's tuning of the array's units: the subject's, drifted
+        keep, drift = np.sqrt(1.0 - config.array_drift ** 2), config.array_drift
+        fresh = weights * rng.standard_normal(weights.shape)
+        fresh *= (depth / np.linalg.norm(fresh, axis=1))[:, None]
+        loading = keep * loading + drift * fresh
+        loading *= (depth / np.linalg.norm(loading, axis=1))[:, None]
+        baseline = np.log(config.baseline_rate) + keep * (baseline - np.log(config.baseline_rate)) \
+            + drift * config.baseline_log_std * rng.standard_normal(n_units)
     log_rates = baseline + latents @ loading.T  # (T_fine, U)
     rates = np.minimum(np.exp(log_rates), config.rate_cap)
 
@@ -483,7 +508,7 @@ def _simulate_session(config: SimulationConfig, index: int) -> tuple[Session, Tr
     heldout = np.zeros(n_units, dtype=bool)
     for r in range(n_regions):  # stratified, so every region has held-out units to co-smooth
         members = np.flatnonzero(region_index == r)
-        heldout[rng.choice(members, int(round(config.heldout_fraction * len(members))), replace=False)] = True
+        heldout[unit_rng.choice(members, int(round(config.heldout_fraction * len(members))), replace=False)] = True
     split = np.empty(n_trials, dtype=object)
     order_trials = rng.permutation(n_trials)
     n_train = int(round(config.split_fractions[0] * n_trials))
