@@ -111,6 +111,29 @@ def test_poisson_glm_matches_sklearn_poisson_regressor():
         np.testing.assert_allclose(intercept[k], reference.intercept_, atol=1e-4)
 
 
+def test_poisson_glm_prior_is_the_centre_of_the_penalty():
+    """With a prior w0 the fit minimises mean(exp(eta) - y eta) + alpha/2 ||w - w0||^2: checked against a
+    general-purpose optimiser, and a strong penalty lands on w0 itself, not on zero."""
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(2)
+    features = rng.gamma(2.0, 0.3, size=(600, 5))
+    targets = rng.poisson(np.exp(features @ rng.normal(scale=0.5, size=(5, 2)) - 1.0)).astype(float)
+    prior = rng.normal(scale=0.4, size=(5, 2))
+    weights, intercept = fit_poisson_glm(features, targets, alpha=0.05, prior=prior)
+    for k in range(2):
+        def objective(theta, k=k):
+            eta = features @ theta[:-1] + theta[-1]
+            return np.mean(np.exp(eta) - targets[:, k] * eta) + 0.025 * np.sum((theta[:-1] - prior[:, k]) ** 2)
+        reference = minimize(objective, np.zeros(6), method="BFGS", options={"gtol": 1e-10}).x
+        np.testing.assert_allclose(weights[:, k], reference[:-1], atol=1e-4)
+        np.testing.assert_allclose(intercept[k], reference[-1], atol=1e-4)
+    strong, _ = fit_poisson_glm(features, targets, alpha=1e4, prior=prior)
+    np.testing.assert_allclose(strong, prior, atol=1e-3)
+    plain, _ = fit_poisson_glm(features, targets, alpha=0.05)
+    assert np.abs(weights - plain).max() > 1e-3  # the centre matters
+
+
 def test_smoothing_co_bps_within_5_percent_of_sklearn_reference(dataset):
     config = dict(SmoothingModel.CONFIGS["tiny"])
     model = SmoothingModel.build(dataset.sessions, config)

@@ -391,6 +391,33 @@ def test_glm_start_puts_the_skip_at_the_poisson_glm_optimum(sessions):
     np.testing.assert_allclose(predicted, expected, rtol=2e-3, atol=1e-5)
 
 
+def test_new_session_on_a_known_array_shrinks_its_glm_towards_that_array(sessions):
+    """A new session of a known subject with the same unit counts (the same array, another day) offers the
+    known session's skip weights as the GLM's centre; val trials choose it when it predicts better."""
+    drifted = simulate(n_sessions=3, n_trials=60, n_units=48, seed=4, array_drift=0.1).sessions  # A, B, A again
+    model = make_model(drifted[:2], heldout_skip=True, skip_init="glm", skip_glm_alphas=(0.01,))
+    new, (_, spec) = drifted[2], model.spec_for(drifted[0])
+    model.session_info[new.id] = {"subject": new.subject, "task": new.task}
+    priors = model._same_array_priors(new, spec, ["sim_s0", "sim_s1"])
+    assert len(priors) == 1  # subject A's array only; B is another subject
+    row = model.skip_weight_vocab.weight[int(model.skip_weight_vocab.index(["sim_s0"])[0])].detach()
+    np.testing.assert_array_equal(priors[0], row.view(model.heldin_slots, -1)[:spec.n_heldin, :spec.n_heldout].numpy())
+    model.config = {**model.config, "finetune_glm_prior": "none"}
+    assert model._same_array_priors(new, spec, ["sim_s0", "sim_s1"]) == []
+    # A strong penalty: around zero it predicts (nearly) each neuron's mean; around the known array's
+    # weights it keeps them, and the val trials prefer that.
+    for centre, expected in (("subject", priors[0]), ("none", np.zeros_like(priors[0]))):
+        fresh = NDT2.build(drifted[:2], {**CONFIG, "heldout_skip": True, "skip_init": "glm", "skip_glm_alphas": (0.01,),
+                                         "finetune_glm_prior": centre})
+        fresh._register(drifted[:2], with_velocity=False)
+        fresh.skip_weight_vocab.weight.data.copy_(model.skip_weight_vocab.weight.data[:2])  # the same known rows
+        fresh.config = {**fresh.config, "skip_glm_alphas": (100.0,)}
+        fresh._register([new], with_velocity=False)
+        index = int(fresh.skip_weight_vocab.index([new.id])[0])
+        weights = fresh.skip_weight_vocab.weight[index].detach().view(fresh.heldin_slots, -1)
+        np.testing.assert_allclose(weights[:spec.n_heldin, :spec.n_heldout].numpy(), expected, atol=0.02)
+
+
 @pytest.mark.parametrize("overrides, message", [
     (dict(skip_init="ridge"), "skip_init must be 'zero' or 'glm', got 'ridge'"),
     (dict(skip_init="zero", skip_learned=False), "skip_learned=False needs skip_init='glm'"),

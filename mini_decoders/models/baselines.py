@@ -186,12 +186,14 @@ class RidgeDecoder(Decoder):
 # Smoothing + Poisson GLM (NLB co-smoothing baseline)
 
 def fit_poisson_glm(features: np.ndarray, targets: np.ndarray, alpha: float, max_iter: int = 100,
-                    tol: float = 1e-7, init: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    tol: float = 1e-7, init: tuple[np.ndarray, np.ndarray] | None = None,
+                    prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fit one L2-penalised Poisson GLM (log link) per target column, all columns at once.
 
     Minimises, for each column k independently,
-    ``mean_rows(exp(η_k) − y_k η_k) + α/2 ||w_k||²`` with ``η_k = X w_k + b_k``: the objective of
-    ``sklearn.linear_model.PoissonRegressor(alpha=α)`` (intercept not penalised). Newton's method
+    ``mean_rows(exp(η_k) − y_k η_k) + α/2 ||w_k − w0_k||²`` with ``η_k = X w_k + b_k``: with the
+    prior ``w0 = 0`` the objective of ``sklearn.linear_model.PoissonRegressor(alpha=α)`` (intercept
+    not penalised). A non-zero ``prior`` shrinks towards known weights instead of zero. Newton's method
     with a step-halving line search per column; the K Hessians (F+1 × F+1) are built and solved
     as one batch, so there is no loop over neurons.
 
@@ -201,6 +203,7 @@ def fit_poisson_glm(features: np.ndarray, targets: np.ndarray, alpha: float, max
         alpha: L2 penalty.
         init: (weights, intercept) to start from, e.g. the fit at a neighbouring ``alpha``
             (each Newton step costs K Hessians, so a warm start saves most of the time).
+        prior: (F, K) weights the penalty pulls towards; None = zeros.
 
     Returns:
         weights (F, K) and intercept (K,), float64.
@@ -211,19 +214,22 @@ def fit_poisson_glm(features: np.ndarray, targets: np.ndarray, alpha: float, max
     x = torch.cat([x, torch.ones(n_rows, 1, dtype=torch.float64)], dim=1)  # (M, F+1): last column = intercept
     penalty = torch.full((n_features + 1,), float(alpha), dtype=torch.float64)
     penalty[-1] = 0.0
-    theta = torch.zeros(n_features + 1, y.shape[1], dtype=torch.float64)  # (F+1, K)
+    centre = torch.zeros(n_features + 1, y.shape[1], dtype=torch.float64)  # (F+1, K): what the penalty pulls to
+    if prior is not None:
+        centre[:-1] = torch.as_tensor(prior, dtype=torch.float64)
+    theta = centre.clone()  # (F+1, K)
     theta[-1] = torch.log(y.mean(0).clamp_min(1e-8))
     if init is not None:
         theta[:-1], theta[-1] = torch.as_tensor(init[0]), torch.as_tensor(init[1])
 
     def objective(theta: torch.Tensor) -> torch.Tensor:  # (K,)
         eta = (x @ theta).clamp(max=30.0)  # exp(30) counts per bin is already absurd; avoids inf
-        return (eta.exp() - y * eta).mean(0) + 0.5 * (penalty[:, None] * theta**2).sum(0)
+        return (eta.exp() - y * eta).mean(0) + 0.5 * (penalty[:, None] * (theta - centre) ** 2).sum(0)
 
     current = objective(theta)
     for _ in range(max_iter):
         rate = (x @ theta).clamp(max=30.0).exp()  # (M, K)
-        gradient = x.T @ (rate - y) / n_rows + penalty[:, None] * theta  # (F+1, K)
+        gradient = x.T @ (rate - y) / n_rows + penalty[:, None] * (theta - centre)  # (F+1, K)
         hessian = torch.einsum("mf,mk,mg->kfg", x, rate, x) / n_rows + torch.diag(penalty + 1e-10)  # (K, F+1, F+1)
         step = torch.linalg.solve(hessian, gradient.T.unsqueeze(-1)).squeeze(-1).T  # (F+1, K)
         step_size = torch.ones(y.shape[1], dtype=torch.float64)
@@ -245,20 +251,21 @@ def fit_poisson_glm(features: np.ndarray, targets: np.ndarray, alpha: float, max
 
 
 def poisson_glm_path(fit_x: np.ndarray, fit_y: np.ndarray, tune_x: np.ndarray | None, tune_y: np.ndarray | None,
-                     alphas) -> list[tuple[float, float, np.ndarray, np.ndarray]]:
+                     alphas, prior: np.ndarray | None = None) -> list[tuple[float, float, np.ndarray, np.ndarray]]:
     """:func:`fit_poisson_glm` at each penalty, strong to weak, each fit warm-started from the last.
 
     Args:
         fit_x, fit_y: (M, F) features and (M, K) counts to fit.
         tune_x, tune_y: rows to score each fit on (bits/spike); None = no scoring (score NaN).
         alphas: penalties, in any order.
+        prior: (F, K) weights every penalty pulls towards (:func:`fit_poisson_glm`); None = zeros.
 
     Returns:
         ``(score, alpha, weights (F, K), intercept (K,))`` per penalty, strongest first.
     """
     path, previous = [], None
     for alpha in sorted((float(a) for a in alphas), reverse=True):
-        weights, intercept = previous = fit_poisson_glm(fit_x, fit_y, alpha, init=previous)
+        weights, intercept = previous = fit_poisson_glm(fit_x, fit_y, alpha, init=previous, prior=prior)
         score = float("nan")
         if tune_x is not None:
             score = bits_per_spike(np.exp(np.clip(tune_x @ weights + intercept, None, 30.0)), tune_y)

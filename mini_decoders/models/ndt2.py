@@ -20,7 +20,9 @@ The model, top-down:
    bin (``heldout_readout="pooled"``), plus a linear skip from the visible held-in counts,
    smoothed over time (``heldout_skip``: chapter 2's smoothing + GLM as a path in the model; with
    ``skip_init="glm"`` its weights are that GLM, fitted per session, and ``skip_learned=False``
-   keeps them fixed).
+   keeps them fixed). A session added later (fine-tuning) whose subject and unit counts match a
+   known session's, i.e. the same array on another day, may shrink its GLM towards that session's
+   weights instead of towards zero, if its val trials say so (``finetune_glm_prior="subject"``).
 4. **Supervised fine-tuning** (:meth:`NDT2.finetune`, ``mode="full"``): a behaviour head
    (one learned query per time bin plus its time embedding, one transformer block over
    [encoder outputs ; queries], ``Linear(D, 2)``) decodes hand velocity with MSE, the encoder seeing
@@ -66,7 +68,7 @@ _TRAIN = dict(bin_size=0.02, lag=0.1, neurons_per_token=32, max_count=20, max_ti
               max_heldout_patches=4, spike_embed_style="token", causal=False, weight_decay=0.01, min_lr_ratio=0.1,
               grad_clip=1.0, precision="auto", device="auto", log_every=10, checkpoint_every=None, num_workers=0,
               behavior_weight=0.0, finetune_lr_scale=0.5, new_param_lr_mult=10.0, finetune_pooled_lr_mult=0.1,
-              finetune_validations=20, layer_decay=0.75, unit_bias=True,
+              finetune_validations=20, finetune_glm_prior="subject", layer_decay=0.75, unit_bias=True,
               heldout_readout="pooled", heldout_kernel_bins=9, heldout_skip=False, skip_init="zero", skip_learned=True,
               skip_glm_alphas=(1e-3, 1e-2, 1e-1))
 
@@ -216,6 +218,8 @@ class NDT2(Decoder):
         # GLM baseline, and every gradient step goes to what the transformer adds to it.
         if c.get("skip_init", "zero") not in ("zero", "glm"):
             raise RunError(f"ndt2: skip_init must be 'zero' or 'glm', got {c.get('skip_init')!r}")
+        if c.get("finetune_glm_prior", _TRAIN["finetune_glm_prior"]) not in ("subject", "none"):
+            raise RunError(f"ndt2: finetune_glm_prior must be 'subject' or 'none', got {c.get('finetune_glm_prior')!r}")
         self.skip_learned = bool(c.get("skip_learned", True))
         if not self.skip_learned and c.get("skip_init", "zero") != "glm":
             raise RunError("ndt2: skip_learned=False needs skip_init='glm' (a fixed skip of zeros does nothing)")
@@ -448,6 +452,7 @@ class NDT2(Decoder):
     def _register(self, sessions: list[Session], *, with_velocity: bool) -> None:
         """Add sessions (specs, context rows, velocity standardisation) the model has not seen."""
         fresh = [session for session in sessions if session.id not in self.session_info]
+        known = [session_id for session_id in self.session_info]  # trained on before this call
         for session in sessions:
             if session.id not in self.session_index:
                 spec = SessionSpec.of(session)
@@ -478,7 +483,7 @@ class NDT2(Decoder):
             self.unit_bias_vocab.extend([s.id for s in sessions])
             self._init_unit_bias(fresh)
         if self.heldout_skip and self.config.get("skip_init", "zero") == "glm":
-            self._init_skip_from_glm(fresh)
+            self._init_skip_from_glm(fresh, known)
         self.subject_vocab.extend([self.session_info[s.id]["subject"] for s in sessions])
         self.task_vocab.extend([self.session_info[s.id]["task"] for s in sessions])
 
@@ -508,8 +513,14 @@ class NDT2(Decoder):
         return self.smooth_counts(counts, valid[..., None].expand_as(counts)).float().cpu().numpy()
 
     @torch.no_grad()
-    def _init_skip_from_glm(self, sessions: list[Session]) -> None:
-        """Start the skip rows of ``sessions`` at a Poisson GLM fitted on their train trials (see ``skip_init``)."""
+    def _init_skip_from_glm(self, sessions: list[Session], known: list[str] = ()) -> None:
+        """Start the skip rows of ``sessions`` at a Poisson GLM fitted on their train trials (see ``skip_init``).
+
+        ``known``: sessions the model was trained on before. With ``finetune_glm_prior="subject"``, a
+        known session of the same subject with as many held-in and held-out units (the same array,
+        recorded another day) offers its skip weights as the centre of the GLM's penalty instead of
+        zero; the val trials choose between every such centre and zero, with the penalty.
+        """
         from mini_decoders.models.baselines import best_on_path, poisson_glm_path
 
         offset = int(self.config["max_heldin_patches"]) * self.neurons_per_token
@@ -523,8 +534,12 @@ class NDT2(Decoder):
             tune_x = tune_y = None
             if tune is not None and tune.mask.any():
                 tune_x, tune_y = self.skip_features(tune, spec)[tune.mask], tune.counts[..., spec.heldout_index][tune.mask]
-            path = poisson_glm_path(fit_x, fit_y, tune_x, tune_y, self.config["skip_glm_alphas"])
-            # the best penalty on the val trials; without val trials, the weakest
+            alphas = self.config["skip_glm_alphas"]
+            path = poisson_glm_path(fit_x, fit_y, tune_x, tune_y, alphas)
+            if tune_x is not None:  # the same array's weights from another day, as centres to shrink towards
+                for prior in self._same_array_priors(session, spec, known):
+                    path += poisson_glm_path(fit_x, fit_y, tune_x, tune_y, alphas, prior=prior)
+            # the best (centre and) penalty on the val trials, zero first among ties; without val trials, the weakest
             _, _, weights, intercept = path[-1] if tune_x is None else best_on_path(path)
             row = torch.zeros(self.heldin_slots, self.heldout_slots)
             row[:spec.n_heldin, :spec.n_heldout] = torch.from_numpy(weights).float()
@@ -534,6 +549,26 @@ class NDT2(Decoder):
                 bias_index = int(self.unit_bias_vocab.index([session.id])[0])
                 self.unit_bias_vocab.weight[bias_index, offset:offset + spec.n_heldout] = \
                     torch.from_numpy(intercept).float().to(self.unit_bias_vocab.weight.device)
+
+    def _same_array_priors(self, session: Session, spec: SessionSpec, known: list[str]) -> list[np.ndarray]:
+        """(U_in, U_out) skip weights of each ``known`` session that looks like the same array as ``session``:
+        the same subject and as many held-in and held-out units (``finetune_glm_prior="subject"``; else none).
+
+        Neurons carry no identity across sessions, so this is a guess the caller checks on val trials.
+        """
+        if self.config.get("finetune_glm_prior", _TRAIN["finetune_glm_prior"]) != "subject":  # older runs lack it
+            return []
+        subject = self.session_info[session.id].get("subject", "unknown")
+        priors = []
+        for session_id in known:
+            other = self.specs[self.session_index[session_id]]
+            if subject == "unknown" or self.session_info[session_id].get("subject") != subject \
+                    or (other.n_heldin, other.n_heldout) != (spec.n_heldin, spec.n_heldout):
+                continue
+            row = self.skip_weight_vocab.weight[int(self.skip_weight_vocab.index([session_id])[0])]
+            weights = row.view(self.heldin_slots, self.heldout_slots)[:spec.n_heldin, :spec.n_heldout]
+            priors.append(weights.detach().double().cpu().numpy())
+        return priors
 
     def unit_bias(self, context: torch.Tensor, space: torch.Tensor) -> torch.Tensor:
         """(B, 3) context rows, (B, L) patch index of each token -> (B, L, n) log-rate offsets."""
