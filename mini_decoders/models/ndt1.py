@@ -108,6 +108,8 @@ class NDT1(Decoder):
                       rate_dropout=0.2, mask_ratio=0.4, mask_max_span=3, kernel_bins=9, factors=16, max_steps=2000,
                       batch_size=32, lr=5e-3, weight_decay=0.1, warmup_steps=100, val_every=100,
                       early_stopping_patience=6),
+        # One step at batch 64 x 140 bins (MC_Maze at 5 ms) x 182 units peaks at 2.2 GB in fp32 on a CPU
+        # (benchmarks/ndt_throughput.py --profile full --batch-size 64 --units 182 --lengths 140 --device cpu).
         "full": dict(_TRAIN, dim=256, layers=6, heads=4, ffn_dim=512, dropout=0.2, embed_dropout=0.3,
                      rate_dropout=0.2, mask_ratio=0.3, mask_max_span=3, kernel_bins=9, max_steps=20000, batch_size=64, lr=1e-3,
                      weight_decay=0.05, warmup_steps=1000, val_every=250, early_stopping_patience=12,

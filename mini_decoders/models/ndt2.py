@@ -139,7 +139,10 @@ class NDT2(Decoder):
                       skip_learned=False, max_steps=800, batch_size=32, lr=3e-3, warmup_steps=50, val_every=100,
                       early_stopping_patience=None, finetune_steps=200),
         # Paper scale (NDT2 f32): hidden 256, 6 layers, 4 heads, FFN factor 1, post-norm, lr 5e-4,
-        # batch 128 x 2 accumulated (here 256 in one step; ~3 GB at 50-bin trials in bf16).
+        # batch 128 x 2 accumulated (here 256 in one step). One step at 50-bin trials of 182 units peaks
+        # at 5.2 GB in fp32 on a CPU (benchmarks/ndt_throughput.py --profile full --batch-size 256
+        # --units 182 --lengths 50 --device cpu): a 16 GB GPU holds it. Memory grows with the tokens,
+        # so 250-bin trials need a quarter of the batch.
         "full": dict(_TRAIN, dim=256, layers=6, heads=4, ffn_mult=1, decoder_layers=2, dropout=0.1, pre_norm=False,
                      mask_ratio=0.5, max_steps=20000, batch_size=256, lr=5e-4, warmup_steps=1000, val_every=500,
                      early_stopping_patience=8, checkpoint_every=2000, finetune_steps=3000),
