@@ -12,13 +12,19 @@
    metrics.json, the oracle (true rates) on the same entries, and the smoothing co-bps.
 
     python benchmarks/mtm_vs_temporal.py --out /tmp/mtm_acceptance [--profile quick] [--threads 2]
-        [--sessions 3] [--seed 0] [--json OUT.json]
+        [--sessions 3] [--seed 0] [--mtm-config JSON] [--json OUT.json]
+
+``--mtm-config`` overrides the MtM run's config, e.g. the temporal scheme as a fifth task drawn in
+70% of the batches: ``'{"mask_mode": "all_temporal", "scheme_weights": {"temporal": 0.7, "neuron":
+0.075, "causal": 0.075, "intra_region": 0.075, "inter_region": 0.075}}'`` (its RUN folder is named
+by a hash of the overrides, so variants never reuse each other's results).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
@@ -71,6 +77,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch / BLAS threads for training")
+    parser.add_argument("--mtm-config", default=None, help="JSON object of overrides for the MtM run")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -92,8 +99,13 @@ def main() -> None:
     smoothing = json.loads((out / "smoothing" / "metrics.json").read_text())
 
     results: dict[str, dict] = {}
-    for label, overrides in (("MtM (all masks + prompt)", {}), ("temporal only (NDT)", {"mask_mode": "temporal"})):
-        folder = out / ("mtm_all" if not overrides else "mtm_temporal")
+    mtm_overrides = json.loads(args.mtm_config) if args.mtm_config else {}
+    mtm_folder = "mtm_all" if not mtm_overrides else \
+        "mtm_" + hashlib.sha1(json.dumps(mtm_overrides, sort_keys=True).encode()).hexdigest()[:8]
+    mtm_label = "MtM (all masks + prompt)" if not mtm_overrides else f"MtM ({mtm_overrides.get('mask_mode', 'all')})"
+    for label, overrides, folder_name in ((mtm_label, mtm_overrides, mtm_folder),
+                                          ("temporal only (NDT)", {"mask_mode": "temporal"}, "mtm_temporal")):
+        folder = out / folder_name
         if (folder / "metrics.json").exists():
             metrics = json.loads((folder / "metrics.json").read_text())
         else:
@@ -121,7 +133,7 @@ def main() -> None:
         if "train_seconds" in row:
             cpu = f", {row['cpu_seconds']:.0f} s of CPU time" if row.get("cpu_seconds") else ""
             print(f"{label}: {row['steps']} steps, trained in {row['train_seconds']:.0f} s wall{cpu}")
-    mtm, temporal = results["MtM (all masks + prompt)"], results["temporal only (NDT)"]
+    mtm, temporal = results[mtm_label], results["temporal only (NDT)"]
     verdict = {c: mtm[f"{c}_bps"] >= temporal[f"{c}_bps"] for c in TASK_COLUMNS}
     verdict["co_bps_beats_smoothing"] = mtm["cosmooth_bps"] > smoothing_co_bps
     print("MtM >= temporal-only:", {c: verdict[c] for c in TASK_COLUMNS},

@@ -107,6 +107,22 @@ def test_loss_scores_only_the_schemes_targets_and_the_heldout_units(dataset, mon
     assert loss_of(dict(batch, heldout=batch["heldout"] + 5.0)) != pytest.approx(reference, rel=1e-3)
 
 
+def test_scheme_weights_set_how_often_each_scheme_is_drawn(dataset):
+    uniform = _model(dataset, mask_mode="all_temporal")
+    weighted = _model(dataset, mask_mode="all_temporal",
+                      scheme_weights={"temporal": 0.7, "neuron": 0.1, "causal": 0.1, "inter_region": 0.1})
+    generator = torch.Generator().manual_seed(0)
+    draws = [weighted.draw_scheme(generator) for _ in range(4000)]
+    assert abs(draws.count("temporal") / 4000 - 0.7) < 0.03
+    assert draws.count("intra_region") == 0 and abs(draws.count("neuron") / 4000 - 0.1) < 0.02
+    uniform_draws = [uniform.draw_scheme(generator) for _ in range(4000)]
+    assert all(abs(uniform_draws.count(s) / 4000 - 0.2) < 0.03 for s in MASK_MODES["all_temporal"])
+    with pytest.raises(RunError, match="scheme_weights"):
+        _model(dataset, mask_mode="all", scheme_weights={"temporal": 1.0})  # not a scheme of "all"
+    with pytest.raises(RunError, match="scheme_weights"):
+        _model(dataset, mask_mode="all", scheme_weights={"neuron": 0.0})
+
+
 def test_region_schemes_mask_by_the_units_regions(dataset):
     model = _model(dataset)
     batch = _batch(model, dataset)

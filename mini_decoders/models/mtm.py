@@ -49,6 +49,7 @@ from mini_decoders.nn.attention import attention_weights
 
 PROMPTS = ("neuron", "causal", "intra_region", "inter_region", "temporal", "random")  # one prompt row each
 MASK_MODES = {"all": ("neuron", "causal", "intra_region", "inter_region"),  # the paper's MtM
+              "all_temporal": ("neuron", "causal", "intra_region", "inter_region", "temporal"),  # + NDT's scheme
               "combined": ("neuron", "causal"),
               **{scheme: (scheme,) for scheme in PROMPTS}}  # "temporal" = the NDT baseline
 TASK_PROMPTS = {"co_smoothing": "neuron", "forward_prediction": "causal", "intra_region": "intra_region",
@@ -69,7 +70,9 @@ class MtM(NDT1):
     attention the model practises forecasting up to ``forward_bins`` ahead; the paper hides single
     bins), ``forward_bins`` (10 = 200 ms), ``intra_folds`` (intra-region evaluation hides 1/folds of an
     area per pass), ``monitor_key`` (validation score that picks the checkpoint: the mean bps of
-    the four tasks), ``finetune_steps``, ``finetune_lr_scale``, ``new_param_lr_mult``.
+    the four tasks), ``finetune_steps``, ``finetune_lr_scale``, ``new_param_lr_mult``, and
+    ``scheme_weights`` (optional ``{scheme: weight}``: how often each scheme is drawn; absent or
+    None = uniformly; schemes not named get 0).
     """
 
     name = "mtm"
@@ -82,6 +85,14 @@ class MtM(NDT1):
         if mode not in MASK_MODES:
             raise RunError(f"mtm: mask_mode must be one of {sorted(MASK_MODES)}, got {mode!r}")
         self.schemes = MASK_MODES[mode]
+        weights = self.config.get("scheme_weights")  # .get: not in the profiles, so saved runs keep their keys
+        if weights is not None:
+            unknown = sorted(set(weights) - set(self.schemes))
+            if unknown or any(float(w) < 0 for w in weights.values()) or sum(float(w) for w in weights.values()) <= 0:
+                raise RunError(f"mtm: scheme_weights must give non-negative weights, not all zero, to schemes of "
+                               f"mask_mode {mode!r} {list(self.schemes)}; got {weights!r}")
+            weights = torch.tensor([float(weights.get(scheme, 0.0)) for scheme in self.schemes])
+        self.scheme_probabilities = None if weights is None else weights / weights.sum()  # (S,) or None
         dim = int(self.config["dim"])
         self.prompt_embedding = nn.Embedding(len(PROMPTS), dim)
         self.session_embedding = nn.Embedding(len(self.specs), dim)
@@ -191,8 +202,10 @@ class MtM(NDT1):
 
     # ------------------------------------------------------------------ the objective
     def draw_scheme(self, generator: torch.Generator | None = None) -> str:
-        """One of this model's schemes, uniformly (one per batch)."""
-        return self.schemes[int(torch.randint(len(self.schemes), (1,), generator=generator))]
+        """One of this model's schemes (one per batch): uniformly, or by ``scheme_weights``."""
+        if self.scheme_probabilities is None:
+            return self.schemes[int(torch.randint(len(self.schemes), (1,), generator=generator))]
+        return self.schemes[int(torch.multinomial(self.scheme_probabilities, 1, generator=generator))]
 
     def scheme_config(self, scheme: str) -> MaskConfig:
         """The masking recipe of ``scheme``: the config's ratio and BERT fractions, NDT1's spans."""
