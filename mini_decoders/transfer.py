@@ -103,11 +103,23 @@ def parse_fractions(text: str | Sequence[float]) -> tuple[float, ...]:
 # Cells
 
 class _Cells:
-    """The cells of one experiment: one JSON row and one RUN folder each, under a shared key."""
+    """The cells of one experiment: one JSON row and one RUN folder each.
 
-    def __init__(self, work: Path, key: str, log: Callable[[str], None]):
-        self.work, self.key, self.log = work, key, log
+    A cell's key hashes the experiment's settings and the recipe of the one model it trains, so
+    changing one model's recipe retrains that model's cells and reuses every other.
+    """
+
+    def __init__(self, work: Path, stamp: dict, profile: str, log: Callable[[str], None]):
+        self.work, self.stamp, self.profile, self.log = work, stamp, profile, log
         (work / "rows").mkdir(parents=True, exist_ok=True)
+
+    def key(self, model: str) -> str:
+        from mini_decoders.models.registry import get_model
+        from mini_decoders.train.profiles import config_for
+
+        recipe = config_for(get_model(model).CONFIGS, self.profile)
+        stamp = {**self.stamp, "model": model, "recipe": recipe}
+        return hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def row_path(self, name: str) -> Path:
         return self.work / "rows" / f"{name}.json"
@@ -115,13 +127,14 @@ class _Cells:
     def run_dir(self, name: str) -> Path:
         return self.work / "runs" / name
 
-    def get(self, name: str, compute: Callable[[], dict]) -> dict:
-        """The saved row ``name`` if it was made with this key and succeeded, else ``compute()`` saved."""
+    def get(self, name: str, model: str, compute: Callable[[], dict]) -> dict:
+        """The saved row ``name`` if it was made with ``model``'s key and succeeded, else ``compute()`` saved."""
         from mini_decoders.run import write_json_atomic
 
+        key = self.key(model)
         try:
             row = json.loads(self.row_path(name).read_text())
-            if row.get("key") == self.key and row.get("status") == "ok":
+            if row.get("key") == key and row.get("status") == "ok":
                 return row
         except (OSError, ValueError):
             pass
@@ -135,7 +148,7 @@ class _Cells:
             row = {"status": "error", "error": f"{type(error).__name__}: {error}",
                    "detail": "\n".join(traceback.format_exc().strip().splitlines()[-10:])}
             self.log(f"    error: {row['error']}"[:400])
-        row.update(name=name, key=self.key, wall_seconds=time.perf_counter() - started)
+        row.update(name=name, key=key, wall_seconds=time.perf_counter() - started)
         write_json_atomic(self.row_path(name), row)
         return row
 
@@ -227,11 +240,8 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
     pool, new = sessions[:-1], sessions[-1]
     stamp = {"files": [_file_stamp(p) for p in paths], "profile": profile, "seed": seed, "device": device,
              "pretrain_steps": pretrain_steps, "budget_seconds": budget_seconds, "finetune_steps": finetune_steps,
-             "scratch_steps": scratch_steps,
-             # the recipes too: cells trained before a recipe changed are not reused
-             "recipes": {m: config_for(get_model(m).CONFIGS, profile) for m in models}}
-    key = hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    cells = _Cells(work, key, say)
+             "scratch_steps": scratch_steps}
+    cells = _Cells(work, stamp, profile, say)  # each cell's key adds its model's recipe
     started = time.perf_counter()
     few = {fraction: few_train_trials(new, fraction, seed) for fraction in fractions}
     n_train = {fraction: int((np.asarray(s.trials.split) == "train").sum()) for fraction, s in few.items()}
@@ -256,7 +266,7 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
                 return {"steps": int(config_for(get_model(model).CONFIGS, profile)["max_steps"])}
             return steps_for_budget(model, pool[:max(counts)], profile, float(budget_seconds), seed=seed, device=device)
 
-        budget = cells.get(f"{model}__budget", budget_cell)
+        budget = cells.get(f"{model}__budget", model, budget_cell)
         if budget["status"] != "ok":
             result["errors"].append({"cell": budget["name"], "error": budget["error"]})
             continue
@@ -273,7 +283,7 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
                 return {"model": model, "n_sessions": n, "sessions": [s.id for s in pool[:n]],
                         "score_on_pool": _score(run.metrics, metric), **_trained(run), "run": str(run.path)}
 
-            pre = cells.get(name, pretrain_cell)
+            pre = cells.get(name, model, pretrain_cell)
             if pre["status"] != "ok":
                 result["errors"].append({"cell": name, "error": pre["error"]})
                 continue
@@ -290,7 +300,7 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
                     return {"score": _score(adapted.metrics, metric), "all_scores": adapted.metrics.get("mean", {}),
                             "seconds": adapted.metrics.get("training", {}).get("train_seconds"), "steps": tune_steps}
 
-                row = cells.get(cell, adapt_cell)
+                row = cells.get(cell, model, adapt_cell)
                 if row["status"] != "ok":
                     result["errors"].append({"cell": cell, "error": row["error"]})
                     continue
@@ -305,7 +315,7 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
                 return {"score": _score(run.metrics, metric), "all_scores": run.metrics.get("mean", {}),
                         "seconds": run.metrics.get("training", {}).get("train_seconds"), "steps": from_scratch_steps}
 
-            row = cells.get(cell, scratch_cell)
+            row = cells.get(cell, model, scratch_cell)
             if row["status"] != "ok":
                 result["errors"].append({"cell": cell, "error": row["error"]})
                 continue
@@ -326,7 +336,7 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
                     return {"score": _score(run.metrics, metric), "all_scores": run.metrics.get("mean", {}),
                             "seconds": run.metrics.get("training", {}).get("train_seconds")}
 
-                row = cells.get(cell, baseline_cell)
+                row = cells.get(cell, baseline, baseline_cell)
                 if row["status"] != "ok":
                     result["errors"].append({"cell": cell, "error": row["error"]})
                     continue

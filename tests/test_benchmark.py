@@ -22,6 +22,7 @@ import pytest
 from mini_decoders.benchmark import (METRICS, BenchmarkSettings, PeakMemory, inference_cost, parse_models, run_benchmark,
                                      scaling_exponent, steps_for_budget, steps_from_probes)
 from mini_decoders.errors import RunError
+from mini_decoders.models.registry import get_model
 from mini_decoders.transfer import few_train_trials, parse_fractions, transfer_experiment
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
@@ -142,8 +143,6 @@ def test_rerun_reuses_saved_rows_and_retrains_when_settings_change(cli_table, da
 
 
 def test_a_row_is_retrained_when_its_models_recipe_changes(data, tmp_path, monkeypatch):
-    from mini_decoders.models.registry import get_model
-
     def bench(lines):
         return run_benchmark(data[:1], "ridge", "tiny", tmp_path / "B.json", threads=1, isolate=False, costs=False,
                              log=lines.append)["rows"][0]
@@ -159,8 +158,6 @@ def test_a_row_is_retrained_when_its_models_recipe_changes(data, tmp_path, monke
 
 
 def test_a_rows_key_ignores_the_fine_tuning_recipe(data, monkeypatch):
-    from mini_decoders.models.registry import get_model
-
     settings = BenchmarkSettings(data=[str(path) for path in data[:1]], profile="tiny")
     before = settings.row_key("ndt2")
     ndt2 = get_model("ndt2")
@@ -329,7 +326,7 @@ def test_few_train_trials_keeps_val_and_test(data):
         parse_fractions("0.1,2")
 
 
-def test_transfer_experiment_tiny_and_resumable(data, tmp_path):
+def test_transfer_experiment_tiny_and_resumable(data, tmp_path, monkeypatch):
     lines = []
     table = run_benchmark(data, "ridge,ndt2", "tiny", tmp_path / "T.json", tmp_path / "T.png", threads=1,
                           isolate=False, log=lines.append,
@@ -356,6 +353,15 @@ def test_transfer_experiment_tiny_and_resumable(data, tmp_path):
     assert [p.stat().st_mtime_ns for p in rows] == stamps  # every cell reused
     assert not any(line.startswith("  transfer:") for line in lines)
     assert again["models"]["ndt2"]["adapted"] == entry["adapted"]
+    # A new ndt2 recipe retrains ndt2's cells, and only those: the baseline's cells are reused.
+    ndt2 = get_model("ndt2")
+    monkeypatch.setattr(ndt2, "CONFIGS", {**ndt2.CONFIGS, "tiny": {**ndt2.CONFIGS["tiny"], "mask_ratio": 0.3}})
+    lines.clear()
+    transfer_experiment(data, ["ndt2"], pretrain_counts=(1, 2), fractions=(0.5, 1.0), profile="tiny",
+                        work=work, log=lines.append)
+    retrained = {line.split()[-1] for line in lines if line.startswith("  transfer:")}
+    assert {"ndt2__pretrain__N1", "ndt2__adapt__N2__k0.5", "ndt2__scratch__k1"} <= retrained
+    assert all(name.startswith("ndt2__") for name in retrained)
 
 
 @pytest.mark.parametrize("vq_r2, meets", [(0.76, True), (0.70, False)])
