@@ -4,20 +4,22 @@
    carry their region in ``location``, true rates beside them) — another program than the one
    that trains.
 2. ``mini-decoders train smoothing`` (NLB smoothing + GLM baseline) on the same files.
-3. ``mini_decoders.train("mtm", ...)`` twice with the profile's config: once as is (``mask_mode
-   "all"``: neuron, causal, intra- and inter-region masks, prompt token), once with ``mask_mode
-   "temporal"`` (the NDT baseline: temporal masks only, a prompt that always says "temporal").
-   Same class, same architecture, same steps, same checkpoint rule.
+3. ``mini_decoders.train("mtm", ...)`` twice: once with the profile's recipe (``mtm.RECIPE``: the
+   paper's neuron, causal, intra- and inter-region masks plus NDT's temporal masks in 70% of the
+   batches, each with its prompt), once with ``mask_mode "temporal"`` (the NDT baseline: temporal
+   masks only, a prompt that always says "temporal"). With ``--with-paper`` also the paper's mix
+   (``mtm.PAPER_RECIPE``: the four schemes, uniformly). Same class, same architecture, same steps,
+   same checkpoint rule.
 4. The four evaluations on the test trials (bits/spike, PSTH R², single-trial R²) from each RUN's
    metrics.json, the oracle (true rates) on the same entries, and the smoothing co-bps.
 
     python benchmarks/mtm_vs_temporal.py --out /tmp/mtm_acceptance [--profile quick] [--threads 2]
-        [--sessions 3] [--seed 0] [--mtm-config JSON] [--json OUT.json]
+        [--sessions 3] [--seed 0] [--mtm-config JSON] [--with-paper] [--json OUT.json]
 
-``--mtm-config`` overrides the MtM run's config, e.g. the temporal scheme as a fifth task drawn in
-70% of the batches: ``'{"mask_mode": "all_temporal", "scheme_weights": {"temporal": 0.7, "neuron":
-0.075, "causal": 0.075, "intra_region": 0.075, "inter_region": 0.075}}'`` (its RUN folder is named
-by a hash of the overrides, so variants never reuse each other's results).
+``--mtm-config`` overrides the MtM run's config, e.g. temporal masks in half the batches:
+``'{"scheme_weights": {"temporal": 0.5, "neuron": 0.125, "causal": 0.125, "intra_region": 0.125,
+"inter_region": 0.125}}'``. Each RUN folder is named by a hash of its whole config, so variants
+never reuse each other's results and a rerun reuses its own.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch / BLAS threads for training")
     parser.add_argument("--mtm-config", default=None, help="JSON object of overrides for the MtM run")
+    parser.add_argument("--with-paper", action="store_true", help="also train the paper's mix (4 schemes, uniform)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -98,13 +101,19 @@ def main() -> None:
             threads=args.threads)
     smoothing = json.loads((out / "smoothing" / "metrics.json").read_text())
 
+    from mini_decoders.models.mtm import PAPER_RECIPE, MtM
+    from mini_decoders.train.profiles import config_for
+
     results: dict[str, dict] = {}
     mtm_overrides = json.loads(args.mtm_config) if args.mtm_config else {}
-    mtm_folder = "mtm_all" if not mtm_overrides else \
-        "mtm_" + hashlib.sha1(json.dumps(mtm_overrides, sort_keys=True).encode()).hexdigest()[:8]
-    mtm_label = "MtM (all masks + prompt)" if not mtm_overrides else f"MtM ({mtm_overrides.get('mask_mode', 'all')})"
-    for label, overrides, folder_name in ((mtm_label, mtm_overrides, mtm_folder),
-                                          ("temporal only (NDT)", {"mask_mode": "temporal"}, "mtm_temporal")):
+    mtm_label = "MtM (+ temporal)" if not mtm_overrides else "MtM (--mtm-config)"
+    variants = [(mtm_label, mtm_overrides)]
+    if args.with_paper:
+        variants.append(("MtM (paper: 4 schemes)", PAPER_RECIPE))
+    variants.append(("temporal only (NDT)", {"mask_mode": "temporal", "scheme_weights": None}))
+    for label, overrides in variants:
+        config = {**config_for(MtM.CONFIGS, args.profile), **overrides}
+        folder_name = "mtm_" + hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
         folder = out / folder_name
         if (folder / "metrics.json").exists():
             metrics = json.loads((folder / "metrics.json").read_text())

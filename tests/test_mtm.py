@@ -10,7 +10,7 @@ from mini_decoders.data.simulate import oracle_bits_per_spike, simulate
 from mini_decoders.errors import DataError, RunError
 from mini_decoders.evaluation import TASKS, evaluate_tasks, oracle_task_scores, task_passes
 from mini_decoders.masking import mask_counts
-from mini_decoders.models.mtm import MASK_MODES, PROMPTS, MtM
+from mini_decoders.models.mtm import MASK_MODES, PAPER_RECIPE, PROMPTS, RECIPE, MtM
 from mini_decoders.models.ndt1 import collate_trials
 from mini_decoders.run import Run, load_run, train
 
@@ -70,11 +70,13 @@ def test_the_prompt_changes_the_output_and_names_the_scheme(dataset):
             if a != b:
                 assert not torch.allclose(outputs[a], outputs[b])
     assert model.prompt_for("inter_region") == "inter_region"
-    temporal = _model(dataset, mask_mode="temporal")
+    temporal = _model(dataset, mask_mode="temporal", scheme_weights=None)
     assert {temporal.prompt_for(task) for task in TASKS} == {"temporal"}
     assert {temporal.draw_scheme(torch.Generator().manual_seed(s)) for s in range(20)} == {"temporal"}
-    drawn = {model.draw_scheme(torch.Generator().manual_seed(s)) for s in range(60)}
+    paper = _model(dataset, **PAPER_RECIPE)
+    drawn = {paper.draw_scheme(torch.Generator().manual_seed(s)) for s in range(60)}
     assert drawn == set(MASK_MODES["all"])
+    assert {task: paper.prompt_for(task) for task in TASKS} == {task: model.prompt_for(task) for task in TASKS}
     with pytest.raises(DataError, match="prompt"):
         model(batch["heldin"], batch["session"], prompt="diagonal")
     with pytest.raises(RunError, match="mask_mode"):
@@ -108,7 +110,7 @@ def test_loss_scores_only_the_schemes_targets_and_the_heldout_units(dataset, mon
 
 
 def test_scheme_weights_set_how_often_each_scheme_is_drawn(dataset):
-    uniform = _model(dataset, mask_mode="all_temporal")
+    uniform = _model(dataset, mask_mode="all_temporal", scheme_weights=None)
     weighted = _model(dataset, mask_mode="all_temporal",
                       scheme_weights={"temporal": 0.7, "neuron": 0.1, "causal": 0.1, "inter_region": 0.1})
     generator = torch.Generator().manual_seed(0)
@@ -121,6 +123,21 @@ def test_scheme_weights_set_how_often_each_scheme_is_drawn(dataset):
         _model(dataset, mask_mode="all", scheme_weights={"temporal": 1.0})  # not a scheme of "all"
     with pytest.raises(RunError, match="scheme_weights"):
         _model(dataset, mask_mode="all", scheme_weights={"neuron": 0.0})
+    with pytest.raises(RunError, match="None for uniform"):
+        _model(dataset, mask_mode="all")  # the profile's weights name "temporal", which "all" lacks
+
+
+def test_the_default_recipe_adds_temporal_masks_to_the_papers_four(dataset):
+    model = _model(dataset)  # the profile's recipe
+    assert model.schemes == MASK_MODES["all"] + ("temporal",)
+    for profile in MtM.CONFIGS:
+        assert {k: MtM.CONFIGS[profile][k] for k in RECIPE} == RECIPE
+    generator = torch.Generator().manual_seed(1)
+    draws = [model.draw_scheme(generator) for _ in range(4000)]
+    assert abs(draws.count("temporal") / 4000 - 0.7) < 0.03
+    assert all(abs(draws.count(s) / 4000 - 0.075) < 0.015 for s in MASK_MODES["all"])
+    # Each question is still answered with its own prompt, not with the most trained one.
+    assert [model.prompt_for(task) for task in TASKS] == ["neuron", "causal", "intra_region", "inter_region"]
 
 
 def test_region_schemes_mask_by_the_units_regions(dataset):
