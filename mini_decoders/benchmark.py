@@ -1025,7 +1025,7 @@ def plot_benchmark(table: dict, path: str | Path | None = None, axes=None):
             drawn = True
         if oracle.get(metric) is not None:
             ax.axhline(oracle[metric], label=f"oracle ({oracle[metric]:.3f})", **ORACLE_STYLE)
-            ax.legend(frameon=False, fontsize=8, loc="lower right")
+            ax.legend(frameon=False, fontsize=8, loc="best")  # clear of the points
         if drawn:
             _plain_log_axis(ax, "x")
         ax.set_xlabel("training time (s, log scale)")
