@@ -101,7 +101,7 @@ def main() -> None:
             threads=args.threads)
     smoothing = json.loads((out / "smoothing" / "metrics.json").read_text())
 
-    from mini_decoders.models.mtm import PAPER_RECIPE, MtM
+    from mini_decoders.models.mtm import BASELINE_RECIPE, PAPER_RECIPE, MtM
     from mini_decoders.train.profiles import config_for
 
     results: dict[str, dict] = {}
@@ -110,7 +110,7 @@ def main() -> None:
     variants = [(mtm_label, mtm_overrides)]
     if args.with_paper:
         variants.append(("MtM (paper: 4 schemes)", PAPER_RECIPE))
-    variants.append(("temporal only (NDT)", {"mask_mode": "temporal", "scheme_weights": None}))
+    variants.append(("temporal only (NDT)", BASELINE_RECIPE))
     for label, overrides in variants:
         config = {**config_for(MtM.CONFIGS, args.profile), **overrides}
         folder_name = "mtm_" + hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]

@@ -10,7 +10,7 @@ from mini_decoders.data.simulate import oracle_bits_per_spike, simulate
 from mini_decoders.errors import DataError, RunError
 from mini_decoders.evaluation import TASKS, evaluate_tasks, oracle_task_scores, task_passes
 from mini_decoders.masking import mask_counts
-from mini_decoders.models.mtm import MASK_MODES, PAPER_RECIPE, PROMPTS, RECIPE, MtM
+from mini_decoders.models.mtm import BASELINE_RECIPE, MASK_MODES, PAPER_RECIPE, PROMPTS, RECIPE, MtM
 from mini_decoders.models.ndt1 import collate_trials
 from mini_decoders.run import Run, load_run, train
 
@@ -70,7 +70,7 @@ def test_the_prompt_changes_the_output_and_names_the_scheme(dataset):
             if a != b:
                 assert not torch.allclose(outputs[a], outputs[b])
     assert model.prompt_for("inter_region") == "inter_region"
-    temporal = _model(dataset, mask_mode="temporal", scheme_weights=None)
+    temporal = _model(dataset, **BASELINE_RECIPE)
     assert {temporal.prompt_for(task) for task in TASKS} == {"temporal"}
     assert {temporal.draw_scheme(torch.Generator().manual_seed(s)) for s in range(20)} == {"temporal"}
     paper = _model(dataset, **PAPER_RECIPE)

@@ -69,6 +69,8 @@ RECIPE = dict(mask_mode="all_temporal", scheme_weights={"temporal": 0.7, "neuron
                                                         "intra_region": 0.075, "inter_region": 0.075})
 # The paper's MtM: its four schemes, drawn uniformly. Override with ``{**config, **PAPER_RECIPE}``.
 PAPER_RECIPE = dict(mask_mode="all", scheme_weights=None)
+# The NDT baseline the paper compares against: temporal masks only, the prompt always "temporal".
+BASELINE_RECIPE = dict(mask_mode="temporal", scheme_weights=None)
 _MTM = dict(RECIPE, mask_ratio=0.3, causal_max_span=10, forward_bins=10, intra_folds=3,
             monitor_key="val_tasks_bps", finetune_lr_scale=0.5, new_param_lr_mult=10.0)
 _FINETUNE_STEPS = {"tiny": 10, "quick": 400, "full": 3000}
