@@ -221,8 +221,8 @@ class NDT2(Decoder):
         # GLM baseline, and every gradient step goes to what the transformer adds to it.
         if c.get("skip_init", "zero") not in ("zero", "glm"):
             raise RunError(f"ndt2: skip_init must be 'zero' or 'glm', got {c.get('skip_init')!r}")
-        if c.get("finetune_glm_prior", _TRAIN["finetune_glm_prior"]) not in ("subject", "none"):
-            raise RunError(f"ndt2: finetune_glm_prior must be 'subject' or 'none', got {c.get('finetune_glm_prior')!r}")
+        if self.finetune_glm_prior not in ("subject", "none"):
+            raise RunError(f"ndt2: finetune_glm_prior must be 'subject' or 'none', got {self.finetune_glm_prior!r}")
         self.skip_learned = bool(c.get("skip_learned", True))
         if not self.skip_learned and c.get("skip_init", "zero") != "glm":
             raise RunError("ndt2: skip_learned=False needs skip_init='glm' (a fixed skip of zeros does nothing)")
@@ -455,7 +455,7 @@ class NDT2(Decoder):
     def _register(self, sessions: list[Session], *, with_velocity: bool) -> None:
         """Add sessions (specs, context rows, velocity standardisation) the model has not seen."""
         fresh = [session for session in sessions if session.id not in self.session_info]
-        known = [session_id for session_id in self.session_info]  # trained on before this call
+        known = list(self.session_info)  # trained on before this call
         for session in sessions:
             if session.id not in self.session_index:
                 spec = SessionSpec.of(session)
@@ -553,13 +553,18 @@ class NDT2(Decoder):
                 self.unit_bias_vocab.weight[bias_index, offset:offset + spec.n_heldout] = \
                     torch.from_numpy(intercept).float().to(self.unit_bias_vocab.weight.device)
 
+    @property
+    def finetune_glm_prior(self) -> str:
+        """``"subject"`` or ``"none"``: where a new session's GLM is centred (see :meth:`_same_array_priors`)."""
+        return self.config.get("finetune_glm_prior", _TRAIN["finetune_glm_prior"])  # runs saved before it lack it
+
     def _same_array_priors(self, session: Session, spec: SessionSpec, known: list[str]) -> list[np.ndarray]:
         """(U_in, U_out) skip weights of each ``known`` session that looks like the same array as ``session``:
         the same subject and as many held-in and held-out units (``finetune_glm_prior="subject"``; else none).
 
         Neurons carry no identity across sessions, so this is a guess the caller checks on val trials.
         """
-        if self.config.get("finetune_glm_prior", _TRAIN["finetune_glm_prior"]) != "subject":  # older runs lack it
+        if self.finetune_glm_prior != "subject":
             return []
         subject = self.session_info[session.id].get("subject", "unknown")
         priors = []
