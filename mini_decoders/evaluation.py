@@ -1,9 +1,15 @@
-"""The four MtM evaluations: what the model may see, what it is scored on, and the scores.
+"""The MtM evaluations: what the model may see, what it is scored on, and the scores.
 
-MtM (Zhang et al. 2024) asks one model four questions about a test trial. Each is defined by the
-entries the input *hides* and the entries that are *scored*; nothing scored is ever visible:
+MtM (Zhang et al. 2024) asks one model four questions about a test trial, and co-smoothing comes
+in two forms here (NLB's and the paper's). Each question is defined by the entries the input
+*hides* and the entries that are *scored*; nothing scored is ever visible:
 
 - ``co_smoothing``: nothing is hidden; score the held-out neurons (never an input; NLB co-bps).
+- ``heldin_co_smoothing``: the paper's co-smoothing. Every held-in neuron is left out of the
+  input in turn (in ``leave_out_folds`` folds, a tenth at a time rather than one by one) and
+  predicted from the others; score those neurons. NLB's held-out neurons are scored in every
+  training batch of a masked model, so ``co_smoothing`` is practised by any masking scheme; this
+  question is practised only by a scheme that hides whole neurons.
 - ``forward_prediction``: hide the last ``forward_bins`` bins (200 ms) of every held-in neuron;
   score every neuron (held-in and held-out) in those bins.
 - ``inter_region``: for each region R in turn, hide every held-in neuron of R in every bin;
@@ -39,10 +45,12 @@ from mini_decoders.data.binning import BinnedTrials
 from mini_decoders.errors import DataError
 from mini_decoders.metrics import bits_per_spike, condition_trials, psth_r2, r2_score, smooth_spikes
 
-TASKS = ("co_smoothing", "forward_prediction", "intra_region", "inter_region")
+TASKS = ("co_smoothing", "forward_prediction", "intra_region", "inter_region")  # the issue's four; MtM's monitor
+ALL_TASKS = TASKS + ("heldin_co_smoothing",)  # + the paper's own co-smoothing
 TASK_KEYS = {"co_smoothing": "cosmooth", "forward_prediction": "forward", "intra_region": "intra",
-             "inter_region": "inter"}  # short names of the eval JSON keys, e.g. ``forward_bps``
+             "inter_region": "inter", "heldin_co_smoothing": "heldin_cosmooth"}  # eval JSON keys: ``forward_bps``
 FORWARD_BINS = 10  # 200 ms at 20 ms bins, as NLB's forward prediction and MtM
+LEAVE_OUT_FOLDS = 10  # heldin_co_smoothing hides a tenth of the held-in neurons per pass
 KERN_SD = 0.07  # s, smoothing of the observed spikes for the R² scores (NLB MC_Maze)
 
 Predict = Callable[[np.ndarray, str], np.ndarray]  # (hidden (N, T, U_in) bool, task) -> rates (N, T, U)
@@ -69,23 +77,27 @@ def region_index(regions: np.ndarray) -> tuple[np.ndarray, list[str]]:
 
 
 def task_passes(task: str, valid: np.ndarray, heldout: np.ndarray, regions: np.ndarray, *,
-                forward_bins: int = FORWARD_BINS, n_folds: int = 3) -> list[TaskPass]:
+                forward_bins: int = FORWARD_BINS, n_folds: int = 3,
+                leave_out_folds: int = LEAVE_OUT_FOLDS) -> list[TaskPass]:
     """The passes of one evaluation task.
 
     Args:
-        task: one of ``TASKS``.
+        task: one of ``ALL_TASKS``.
         valid: (N, T) bool, real bins of each trial.
         heldout: (U,) bool, held-out units (never an input).
         regions: (U,) region name of each unit.
         forward_bins: bins at the end of each trial hidden and scored by ``forward_prediction``.
         n_folds: ``intra_region`` hides 1/n_folds of the target region per pass.
+        leave_out_folds: ``heldin_co_smoothing`` hides 1/leave_out_folds of the held-in neurons
+            per pass (held-in neuron i is in fold i % leave_out_folds).
 
     Returns:
         list of :class:`TaskPass`; empty when the task is undefined for these data (no held-out
-        units for co-smoothing; fewer than two regions with held-in units for the region tasks).
+        units for co-smoothing; fewer than two held-in units for held-in co-smoothing; fewer than
+        two regions with held-in units for the region tasks).
     """
-    if task not in TASKS:
-        raise DataError(f"evaluation task must be one of {TASKS}, got {task!r}")
+    if task not in ALL_TASKS:
+        raise DataError(f"evaluation task must be one of {ALL_TASKS}, got {task!r}")
     valid = np.asarray(valid, dtype=bool)
     heldout = np.asarray(heldout, dtype=bool)
     if len(regions) != len(heldout):
@@ -117,6 +129,17 @@ def task_passes(task: str, valid: np.ndarray, heldout: np.ndarray, regions: np.n
                             f"{int(lengths.min())} bins: nothing would be left to predict from")
         late = valid & (np.arange(n_bins)[None, :] >= (lengths - forward_bins)[:, None])  # (N, T)
         return [TaskPass(np.repeat(late[:, :, None], n_in, axis=2), np.repeat(late[:, :, None], n_units, axis=2))]
+    if task == "heldin_co_smoothing":
+        if leave_out_folds < 2:
+            raise DataError(f"leave_out_folds must be >= 2 (a fold hidden, the rest visible), got {leave_out_folds}")
+        if n_in < 2:
+            return []
+        fold_of = np.arange(n_in) % leave_out_folds
+        passes = []
+        for fold in range(min(leave_out_folds, n_in)):
+            hidden = full_units(fold_of == fold)
+            passes.append(TaskPass(hidden, scored_heldin(hidden)))
+        return passes
     if len(names) < 2:
         return []
     passes = []
@@ -214,8 +237,9 @@ def edge_corrected_smoothing(counts: np.ndarray, bin_size: float, kern_sd: float
 
 
 def evaluate_tasks(predict: Predict, binned: BinnedTrials, heldout: np.ndarray, regions: np.ndarray, *,
-                   tasks: tuple[str, ...] = TASKS, forward_bins: int = FORWARD_BINS, n_folds: int = 3,
-                   kern_sd: float = KERN_SD) -> dict[str, dict[str, float | None]]:
+                   tasks: tuple[str, ...] = ALL_TASKS, forward_bins: int = FORWARD_BINS, n_folds: int = 3,
+                   leave_out_folds: int = LEAVE_OUT_FOLDS, kern_sd: float = KERN_SD
+                   ) -> dict[str, dict[str, float | None]]:
     """Score ``predict`` on every task.
 
     Args:
@@ -231,7 +255,8 @@ def evaluate_tasks(predict: Predict, binned: BinnedTrials, heldout: np.ndarray, 
     counts = np.where(binned.mask[:, :, None], binned.counts.astype(np.float64), np.nan)
     results = {}
     for task in tasks:
-        passes = task_passes(task, binned.mask, heldout, regions, forward_bins=forward_bins, n_folds=n_folds)
+        passes = task_passes(task, binned.mask, heldout, regions, forward_bins=forward_bins, n_folds=n_folds,
+                             leave_out_folds=leave_out_folds)
         if not passes:
             results[task] = {"bps": None, "psth_r2": None, "trial_r2": None}
             continue
@@ -246,8 +271,9 @@ def flat_task_scores(results: dict[str, dict[str, float | None]]) -> dict[str, f
 
 
 def oracle_task_scores(session, truth, split: str = "test", bin_size: float = 0.02, *,
-                       tasks: tuple[str, ...] = TASKS, forward_bins: int = FORWARD_BINS, n_folds: int = 3,
-                       kern_sd: float = KERN_SD) -> dict[str, dict[str, float | None]]:
+                       tasks: tuple[str, ...] = ALL_TASKS, forward_bins: int = FORWARD_BINS, n_folds: int = 3,
+                       leave_out_folds: int = LEAVE_OUT_FOLDS, kern_sd: float = KERN_SD
+                       ) -> dict[str, dict[str, float | None]]:
     """The scores of the simulator's true rates on every task: the ceiling for any model on these trials.
 
     Args:
@@ -264,7 +290,8 @@ def oracle_task_scores(session, truth, split: str = "test", bin_size: float = 0.
     binned = bin_trials(session, bin_size, split=split, behavior=())
     expected = truth.expected_counts(binned.starts, binned.lengths, bin_size)  # (N, T, U), NaN past each trial
     return evaluate_tasks(lambda hidden, task: expected, binned, session.units.heldout, session.units.region,
-                          tasks=tasks, forward_bins=forward_bins, n_folds=n_folds, kern_sd=kern_sd)
+                          tasks=tasks, forward_bins=forward_bins, n_folds=n_folds, leave_out_folds=leave_out_folds,
+                          kern_sd=kern_sd)
 
 
 def _finite(value: float) -> float | None:

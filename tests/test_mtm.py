@@ -8,8 +8,9 @@ import torch
 from mini_decoders.data.binning import bin_trials
 from mini_decoders.data.simulate import oracle_bits_per_spike, simulate
 from mini_decoders.errors import DataError, RunError
-from mini_decoders.evaluation import TASKS, evaluate_tasks, oracle_task_scores, task_passes
+from mini_decoders.evaluation import ALL_TASKS, TASKS, evaluate_tasks, oracle_task_scores, task_passes
 from mini_decoders.masking import mask_counts
+from mini_decoders.metrics import bits_per_spike
 from mini_decoders.models.mtm import BASELINE_RECIPE, MASK_MODES, PAPER_RECIPE, PROMPTS, RECIPE, MtM
 from mini_decoders.models.ndt1 import collate_trials
 from mini_decoders.run import Run, load_run, train
@@ -157,8 +158,8 @@ def test_evaluation_passes_hide_everything_they_score():
     heldout = np.array([False] * 8 + [True] * 3)
     regions = np.array(["A"] * 5 + ["B"] * 3 + ["A", "B", "B"])
     heldin = np.flatnonzero(~heldout)
-    for task in TASKS:
-        passes = task_passes(task, valid, heldout, regions, forward_bins=10, n_folds=2)
+    for task in ALL_TASKS:
+        passes = task_passes(task, valid, heldout, regions, forward_bins=10, n_folds=2, leave_out_folds=3)
         assert passes
         total = np.zeros((5, 30, 11), dtype=int)
         for one in passes:
@@ -178,8 +179,12 @@ def test_evaluation_passes_hide_everything_they_score():
             assert len(passes) == 2
             for one, members in zip(passes, (np.arange(5), np.arange(5, 8))):
                 assert np.array_equal(one.hidden.any((0, 1)), np.isin(np.arange(8), members))
-        if task in ("inter_region", "intra_region"):
+        if task in ("inter_region", "intra_region", "heldin_co_smoothing"):
             assert np.array_equal(total.astype(bool), valid[:, :, None] & ~heldout)  # each held-in unit once
+        if task == "heldin_co_smoothing":  # held-in unit i left out in pass i % 3, in every real bin
+            assert len(passes) == 3
+            for fold, one in enumerate(passes):
+                assert np.array_equal(one.hidden, valid[:, :, None] & (np.arange(8) % 3 == fold))
         if task == "intra_region":
             for one in passes:
                 target_units = one.scored.any((0, 1))[heldin]
@@ -188,6 +193,10 @@ def test_evaluation_passes_hide_everything_they_score():
                 others = regions[heldin] != target_region.pop()
                 assert one.hidden[valid][:, others].all()  # the other region is hidden completely
     assert task_passes("inter_region", valid, heldout, np.array(["A"] * 11)) == []  # one region: undefined
+    one_heldin = np.array([False] + [True] * 10)
+    assert task_passes("heldin_co_smoothing", valid, one_heldin, regions) == []  # nothing to predict it from
+    with pytest.raises(DataError, match="leave_out_folds"):
+        task_passes("heldin_co_smoothing", valid, heldout, regions, leave_out_folds=1)
     with pytest.raises(DataError, match="task"):
         task_passes("telepathy", valid, heldout, regions)
 
@@ -200,7 +209,14 @@ def test_oracle_scores_match_the_simulators_oracle_and_beat_the_null(dataset):
     counts = binned.counts.astype(np.float64)
     mean = np.broadcast_to(counts[binned.mask].mean(0), counts.shape)  # each neuron's mean rate
     null = evaluate_tasks(lambda hidden, task: mean, binned, session.units.heldout, session.units.region)
-    for task in TASKS:
+    # Held-in co-smoothing scores every held-in entry once: the oracle's is bits/spike of the true
+    # rates on the held-in units, computed here in one call.
+    expected = dataset.truth[session.id].expected_counts(binned.starts, binned.lengths, 0.02)
+    heldin = ~session.units.heldout
+    observed = np.where(binned.mask[:, :, None], counts, np.nan)
+    assert oracle["heldin_co_smoothing"]["bps"] == pytest.approx(
+        bits_per_spike(expected[..., heldin], observed[..., heldin]), rel=1e-9)
+    for task in ALL_TASKS:
         assert oracle[task]["bps"] > null[task]["bps"] + 0.05, task
         assert oracle[task]["trial_r2"] > null[task]["trial_r2"], task
 
@@ -212,7 +228,8 @@ def test_trained_mtm_learns_every_task_and_writes_them_to_eval_json(tmp_path):
     with _override_profile(tiny=config_keys):
         run = train("mtm", dataset.sessions, profile="tiny", out=tmp_path / "run", progress=False)
     mean = run.metrics["mean"]
-    for key in ("cosmooth_bps", "forward_bps", "intra_bps", "inter_bps", "cosmooth_psth_r2", "inter_trial_r2"):
+    for key in ("cosmooth_bps", "forward_bps", "intra_bps", "inter_bps", "heldin_cosmooth_bps", "cosmooth_psth_r2",
+                "inter_trial_r2"):
         assert key in mean
     assert mean["cosmooth_bps"] == pytest.approx(mean["co_bps"], rel=1e-6)  # the neuron prompt is the default
     # Each task moved well up from where the untrained model (read-out bias at mean rates) starts.
@@ -221,9 +238,14 @@ def test_trained_mtm_learns_every_task_and_writes_them_to_eval_json(tmp_path):
     test = bin_trials(dataset.sessions[0], 0.02, split="test", behavior=())
     before = untrained.evaluate_tasks(dataset.sessions[0], test)
     for task, key in (("co_smoothing", "cosmooth_bps"), ("forward_prediction", "forward_bps"),
-                      ("intra_region", "intra_bps"), ("inter_region", "inter_bps")):
+                      ("intra_region", "intra_bps"), ("inter_region", "inter_bps"),
+                      ("heldin_co_smoothing", "heldin_cosmooth_bps")):
         assert mean[key] > before[task]["bps"] + 0.02, task
     assert mean["cosmooth_bps"] > 0.05 and mean["intra_bps"] > 0.05  # better than each neuron's mean rate
+    # The checkpoint is chosen on the four questions only (the held-in co-smoothing is reported).
+    validation = run.model._validation(dataset.sessions)(run.model)
+    assert set(validation) == {"val_cosmooth_bps", "val_forward_bps", "val_intra_bps", "val_inter_bps",
+                               "val_tasks_bps", "val_co_bps"}
     loaded = load_run(tmp_path / "run")
     assert loaded.model.unit_regions == run.model.unit_regions
     again = loaded.evaluate(dataset.sessions)["mean"]

@@ -28,10 +28,11 @@ paper's mix) co-smooth about 0.007 bits/spike worse than temporal masking only. 
 scheme co-smoothing ties the baseline (within 0.003 bits/spike in four runs) while the other
 three questions keep most of MtM's gains.
 
-The four evaluations (:mod:`mini_decoders.evaluation`) land in the ``eval`` JSON through
-:meth:`MtM.extra_metrics`. :meth:`MtM.finetune` adapts a pretrained model to a new session: new
-read-in, read-out and session token, trained with the same masking (``units``: only those;
-``full``: everything).
+The four evaluations, and the paper's own co-smoothing (each held-in neuron predicted from the
+others: a question only the neuron scheme practises), land in the ``eval`` JSON through
+:meth:`MtM.extra_metrics` (:mod:`mini_decoders.evaluation`); the four pick the checkpoint.
+:meth:`MtM.finetune` adapts a pretrained model to a new session: new read-in, read-out and
+session token, trained with the same masking (``units``: only those; ``full``: everything).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from torch import Tensor, nn
 from mini_decoders.data.binning import BinnedTrials, bin_trials
 from mini_decoders.data.session import Session
 from mini_decoders.errors import DataError, RunError
-from mini_decoders.evaluation import TASK_KEYS, TASKS, evaluate_tasks, flat_task_scores
+from mini_decoders.evaluation import ALL_TASKS, TASK_KEYS, TASKS, evaluate_tasks, flat_task_scores
 from mini_decoders.masking import MaskConfig, mask_counts
 from mini_decoders.models.base import SessionSpec
 from mini_decoders.models.ndt1 import NDT1, collate_trials, context_window_mask, poisson_nll_terms
@@ -61,7 +62,7 @@ MASK_MODES = {"all": ("neuron", "causal", "intra_region", "inter_region"),  # th
               "combined": ("neuron", "causal"),
               **{scheme: (scheme,) for scheme in PROMPTS}}  # "temporal" = the NDT baseline
 TASK_PROMPTS = {"co_smoothing": "neuron", "forward_prediction": "causal", "intra_region": "intra_region",
-                "inter_region": "inter_region"}
+                "inter_region": "inter_region", "heldin_co_smoothing": "neuron"}
 N_CONTEXT = 2  # prompt token, session token
 
 # The default mix: NDT's temporal scheme in 70% of the batches, the paper's four in 7.5% each.
@@ -284,25 +285,27 @@ class MtM(NDT1):
         out[..., spec.heldout_index] = rates[..., self.max_heldin:self.max_heldin + spec.n_heldout]
         return out
 
-    def evaluate_tasks(self, session: Session, binned: BinnedTrials, prompts: dict[str, str] | None = None
-                       ) -> dict[str, dict[str, float | None]]:
-        """The four MtM evaluations on the trials of ``binned`` (see :mod:`mini_decoders.evaluation`).
+    def evaluate_tasks(self, session: Session, binned: BinnedTrials, prompts: dict[str, str] | None = None,
+                       tasks: tuple[str, ...] = ALL_TASKS) -> dict[str, dict[str, float | None]]:
+        """The MtM evaluations on the trials of ``binned`` (see :mod:`mini_decoders.evaluation`).
 
         Args:
             prompts: task -> prompt to answer it with (default :meth:`prompt_for`); e.g. to see
                 what a wrong prompt costs.
+            tasks: which evaluations (default all five: the four questions and the paper's
+                held-in co-smoothing).
 
         Returns:
             task -> ``{"bps", "psth_r2", "trial_r2"}``.
         """
         self.spec_for(session)
-        prompts = {**{task: self.prompt_for(task) for task in TASKS}, **(prompts or {})}
+        prompts = {**{task: self.prompt_for(task) for task in tasks}, **(prompts or {})}
         return evaluate_tasks(lambda hidden, task: self.predict_masked(session, binned, hidden, prompts[task]),
-                              binned, session.units.heldout, session.units.region,
+                              binned, session.units.heldout, session.units.region, tasks=tasks,
                               forward_bins=int(self.config["forward_bins"]), n_folds=int(self.config["intra_folds"]))
 
     def extra_metrics(self, session: Session, binned: BinnedTrials) -> dict[str, float | None]:
-        """The eval-JSON entries of :meth:`evaluate_tasks`: ``cosmooth_bps``, ``forward_psth_r2``, ..."""
+        """The eval-JSON entries of :meth:`evaluate_tasks`: ``cosmooth_bps``, ``heldin_cosmooth_bps``, ..."""
         return flat_task_scores(self.evaluate_tasks(session, binned))
 
     # ------------------------------------------------------------------ training
@@ -313,7 +316,7 @@ class MtM(NDT1):
         def validate(model: "MtM") -> dict[str, float]:
             per_task: dict[str, list[float]] = {task: [] for task in TASKS}
             for session, binned in val_sets:
-                for task, scores in model.evaluate_tasks(session, binned).items():
+                for task, scores in model.evaluate_tasks(session, binned, tasks=TASKS).items():
                     if scores["bps"] is not None:
                         per_task[task].append(scores["bps"])
             means = {f"val_{TASK_KEYS[task]}_bps": float(np.mean(v)) for task, v in per_task.items() if v}
