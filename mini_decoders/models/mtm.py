@@ -25,8 +25,9 @@ question drawn in 70% of the batches; the paper's four share the rest. Why: in N
 the held-out neurons are hidden and scored in every batch, so co-smoothing is practised under
 whichever scheme is drawn, and the four schemes alone (``mask_mode="all"``, uniform draws, the
 paper's mix) co-smooth about 0.007 bits/spike worse than temporal masking only. With the fifth
-scheme co-smoothing ties the baseline (within 0.003 bits/spike in four runs) while the other
-three questions keep most of MtM's gains.
+scheme NLB co-smoothing ties the baseline (within 0.003 bits/spike in four runs) while the other
+three questions, and the paper's own co-smoothing (a held-in neuron left out of the input),
+keep MtM's gains over the baseline.
 
 The four evaluations, and the paper's own co-smoothing (each held-in neuron predicted from the
 others: a question only the neuron scheme practises), land in the ``eval`` JSON through
