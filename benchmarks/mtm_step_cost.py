@@ -1,4 +1,4 @@
-"""Cost of one training step: MtM (each masking scheme, and "all") vs NDT1 on the same batches.
+"""Cost of one training step: MtM (each masking scheme, and its recipes) vs NDT1 on the same batches.
 
 MtM's claim is that multi-task masking is free: a mask is a cheap boolean draw, the prompt and
 session tokens add 2 tokens to T, and causal attention is a mask on the same attention call. This
@@ -24,11 +24,12 @@ import torch
 def make_steps(profile: str, device: torch.device, batch_size: int | None, n_batches: int, seed: int = 0) -> dict:
     """name -> (model, optimizer, batches, scheme or None) for NDT1 and MtM variants."""
     from mini_decoders.data.simulate import simulate
-    from mini_decoders.models.mtm import MASK_MODES, MtM
+    from mini_decoders.models.mtm import MASK_MODES, PAPER_RECIPE, MtM
     from mini_decoders.models.ndt1 import NDT1, collate_trials
 
     sessions = simulate(n_sessions=3, n_trials=120, seed=seed).sessions
-    variants = {"ndt1": (NDT1, {}, None), "mtm all": (MtM, {}, None)}
+    # "recipe": a scheme drawn per batch, as in training (the default mix, or the paper's).
+    variants = {"ndt1": (NDT1, {}, None), "mtm recipe": (MtM, {}, None), "mtm paper recipe": (MtM, PAPER_RECIPE, None)}
     variants.update({f"mtm {s}": (MtM, {}, s) for s in MASK_MODES["all"] + ("temporal",)})
     steps = {}
     for name, (cls, overrides, scheme) in variants.items():
