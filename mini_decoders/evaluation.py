@@ -5,11 +5,12 @@ in two forms here (NLB's and the paper's). Each question is defined by the entri
 *hides* and the entries that are *scored*; nothing scored is ever visible:
 
 - ``co_smoothing``: nothing is hidden; score the held-out neurons (never an input; NLB co-bps).
-- ``heldin_co_smoothing``: the paper's co-smoothing. Every held-in neuron is left out of the
-  input in turn (in ``leave_out_folds`` folds, a tenth at a time rather than one by one) and
-  predicted from the others; score those neurons. NLB's held-out neurons are scored in every
-  training batch of a masked model, so ``co_smoothing`` is practised by any masking scheme; this
-  question is practised only by a scheme that hides whole neurons.
+- ``heldin_co_smoothing``: the paper's co-smoothing. Every held-in neuron in turn is left out
+  of the input (zero in every bin) and predicted from all the others, one pass per neuron; score
+  those neurons. (``leave_out_folds=K`` leaves out a K-th at a time instead: K passes, cheaper.)
+  NLB's held-out neurons are scored in every training batch of a masked model, so
+  ``co_smoothing`` is practised by any masking scheme; this question is practised only by a
+  scheme that hides whole neurons.
 - ``forward_prediction``: hide the last ``forward_bins`` bins (200 ms) of every held-in neuron;
   score every neuron (held-in and held-out) in those bins.
 - ``inter_region``: for each region R in turn, hide every held-in neuron of R in every bin;
@@ -37,7 +38,7 @@ table order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -50,7 +51,6 @@ ALL_TASKS = TASKS + ("heldin_co_smoothing",)  # + the paper's own co-smoothing
 TASK_KEYS = {"co_smoothing": "cosmooth", "forward_prediction": "forward", "intra_region": "intra",
              "inter_region": "inter", "heldin_co_smoothing": "heldin_cosmooth"}  # eval JSON keys: ``forward_bps``
 FORWARD_BINS = 10  # 200 ms at 20 ms bins, as NLB's forward prediction and MtM
-LEAVE_OUT_FOLDS = 10  # heldin_co_smoothing hides a tenth of the held-in neurons per pass
 KERN_SD = 0.07  # s, smoothing of the observed spikes for the R² scores (NLB MC_Maze)
 
 Predict = Callable[[np.ndarray, str], np.ndarray]  # (hidden (N, T, U_in) bool, task) -> rates (N, T, U)
@@ -78,8 +78,16 @@ def region_index(regions: np.ndarray) -> tuple[np.ndarray, list[str]]:
 
 def task_passes(task: str, valid: np.ndarray, heldout: np.ndarray, regions: np.ndarray, *,
                 forward_bins: int = FORWARD_BINS, n_folds: int = 3,
-                leave_out_folds: int = LEAVE_OUT_FOLDS) -> list[TaskPass]:
-    """The passes of one evaluation task.
+                leave_out_folds: int | None = None) -> list[TaskPass]:
+    """The passes of one evaluation task (all of them, as a list; see :func:`iter_task_passes`)."""
+    return list(iter_task_passes(task, valid, heldout, regions, forward_bins=forward_bins, n_folds=n_folds,
+                                 leave_out_folds=leave_out_folds))
+
+
+def iter_task_passes(task: str, valid: np.ndarray, heldout: np.ndarray, regions: np.ndarray, *,
+                     forward_bins: int = FORWARD_BINS, n_folds: int = 3,
+                     leave_out_folds: int | None = None) -> Iterator[TaskPass]:
+    """The passes of one evaluation task, one at a time (held-in co-smoothing has one per neuron).
 
     Args:
         task: one of ``ALL_TASKS``.
@@ -89,12 +97,13 @@ def task_passes(task: str, valid: np.ndarray, heldout: np.ndarray, regions: np.n
         forward_bins: bins at the end of each trial hidden and scored by ``forward_prediction``.
         n_folds: ``intra_region`` hides 1/n_folds of the target region per pass.
         leave_out_folds: ``heldin_co_smoothing`` hides 1/leave_out_folds of the held-in neurons
-            per pass (held-in neuron i is in fold i % leave_out_folds).
+            per pass (held-in neuron i is in fold i % leave_out_folds); None: one neuron per
+            pass, as the paper.
 
-    Returns:
-        list of :class:`TaskPass`; empty when the task is undefined for these data (no held-out
-        units for co-smoothing; fewer than two held-in units for held-in co-smoothing; fewer than
-        two regions with held-in units for the region tasks).
+    Yields:
+        :class:`TaskPass`; none when the task is undefined for these data (no held-out units for
+        co-smoothing; fewer than two held-in units for held-in co-smoothing; fewer than two
+        regions with held-in units for the region tasks).
     """
     if task not in ALL_TASKS:
         raise DataError(f"evaluation task must be one of {ALL_TASKS}, got {task!r}")
@@ -117,9 +126,9 @@ def task_passes(task: str, valid: np.ndarray, heldout: np.ndarray, regions: np.n
         return scored
 
     if task == "co_smoothing":
-        if not heldout.any():
-            return []
-        return [TaskPass(nothing, valid[:, :, None] & heldout[None, None, :])]
+        if heldout.any():
+            yield TaskPass(nothing, valid[:, :, None] & heldout[None, None, :])
+        return
     if task == "forward_prediction":
         if forward_bins < 1:
             raise DataError(f"forward_bins must be >= 1, got {forward_bins}")
@@ -128,53 +137,55 @@ def task_passes(task: str, valid: np.ndarray, heldout: np.ndarray, regions: np.n
             raise DataError(f"forward prediction hides the last {forward_bins} bins, but a trial has only "
                             f"{int(lengths.min())} bins: nothing would be left to predict from")
         late = valid & (np.arange(n_bins)[None, :] >= (lengths - forward_bins)[:, None])  # (N, T)
-        return [TaskPass(np.repeat(late[:, :, None], n_in, axis=2), np.repeat(late[:, :, None], n_units, axis=2))]
+        yield TaskPass(np.repeat(late[:, :, None], n_in, axis=2), np.repeat(late[:, :, None], n_units, axis=2))
+        return
     if task == "heldin_co_smoothing":
-        if leave_out_folds < 2:
-            raise DataError(f"leave_out_folds must be >= 2 (a fold hidden, the rest visible), got {leave_out_folds}")
+        if leave_out_folds is not None and leave_out_folds < 2:
+            raise DataError(f"leave_out_folds must be >= 2 (a fold hidden, the rest visible) or None (one neuron "
+                            f"at a time), got {leave_out_folds}")
         if n_in < 2:
-            return []
-        fold_of = np.arange(n_in) % leave_out_folds
-        passes = []
-        for fold in range(min(leave_out_folds, n_in)):
+            return
+        folds = n_in if leave_out_folds is None else min(leave_out_folds, n_in)
+        fold_of = np.arange(n_in) % folds
+        for fold in range(folds):  # one per held-in neuron by default: made when needed, not all at once
             hidden = full_units(fold_of == fold)
-            passes.append(TaskPass(hidden, scored_heldin(hidden)))
-        return passes
+            yield TaskPass(hidden, scored_heldin(hidden))
+        return
     if len(names) < 2:
-        return []
-    passes = []
+        return
     for r in range(len(names)):  # a handful of regions: one pass (or n_folds) each
         members = np.flatnonzero(unit_region == r)
         if task == "inter_region":
             hidden = full_units(unit_region == r)
-            passes.append(TaskPass(hidden, scored_heldin(hidden)))
+            yield TaskPass(hidden, scored_heldin(hidden))
             continue
         others = unit_region != r
         fold_of = np.full(n_in, -1)
         fold_of[members] = np.arange(len(members)) % n_folds
         for fold in range(min(n_folds, len(members))):
             target = full_units(fold_of == fold)
-            passes.append(TaskPass(full_units(others) | target, scored_heldin(target)))
-    return passes
+            yield TaskPass(full_units(others) | target, scored_heldin(target))
 
 
-def predict_task(predict: Predict, task: str, passes: list[TaskPass]) -> tuple[np.ndarray, np.ndarray]:
+def predict_task(predict: Predict, task: str, passes: Iterable[TaskPass]) -> tuple[np.ndarray, np.ndarray] | None:
     """Run every pass and keep each pass's scored entries.
 
     Returns:
         rates: (N, T, U) float64, predictions on scored entries, NaN elsewhere.
         scored: (N, T, U) bool, the union of the passes' scored entries.
+        None when there are no passes (the task is undefined).
     """
-    rates = np.full(passes[0].scored.shape, np.nan)
-    scored = np.zeros(passes[0].scored.shape, dtype=bool)
+    rates = scored = None
     for one in passes:
+        if rates is None:
+            rates, scored = np.full(one.scored.shape, np.nan), np.zeros(one.scored.shape, dtype=bool)
         predicted = np.asarray(predict(one.hidden, task), dtype=np.float64)
         if predicted.shape != one.scored.shape:
             raise DataError(f"predict returned shape {predicted.shape} for task {task!r}, expected "
                             f"(N, T, U) = {one.scored.shape}")
-        rates = np.where(one.scored, predicted, rates)
+        np.copyto(rates, predicted, where=one.scored)
         scored |= one.scored
-    return rates, scored
+    return None if rates is None else (rates, scored)
 
 
 def score_task(rates: np.ndarray, counts: np.ndarray, scored: np.ndarray, conditions: np.ndarray | None,
@@ -238,7 +249,7 @@ def edge_corrected_smoothing(counts: np.ndarray, bin_size: float, kern_sd: float
 
 def evaluate_tasks(predict: Predict, binned: BinnedTrials, heldout: np.ndarray, regions: np.ndarray, *,
                    tasks: tuple[str, ...] = ALL_TASKS, forward_bins: int = FORWARD_BINS, n_folds: int = 3,
-                   leave_out_folds: int = LEAVE_OUT_FOLDS, kern_sd: float = KERN_SD
+                   leave_out_folds: int | None = None, kern_sd: float = KERN_SD
                    ) -> dict[str, dict[str, float | None]]:
     """Score ``predict`` on every task.
 
@@ -255,12 +266,13 @@ def evaluate_tasks(predict: Predict, binned: BinnedTrials, heldout: np.ndarray, 
     counts = np.where(binned.mask[:, :, None], binned.counts.astype(np.float64), np.nan)
     results = {}
     for task in tasks:
-        passes = task_passes(task, binned.mask, heldout, regions, forward_bins=forward_bins, n_folds=n_folds,
-                             leave_out_folds=leave_out_folds)
-        if not passes:
+        passes = iter_task_passes(task, binned.mask, heldout, regions, forward_bins=forward_bins, n_folds=n_folds,
+                                  leave_out_folds=leave_out_folds)
+        predicted = predict_task(predict, task, passes)
+        if predicted is None:
             results[task] = {"bps": None, "psth_r2": None, "trial_r2": None}
             continue
-        rates, scored = predict_task(predict, task, passes)
+        rates, scored = predicted
         results[task] = score_task(rates, counts, scored, binned.condition, binned.bin_size, kern_sd)
     return results
 
@@ -272,7 +284,7 @@ def flat_task_scores(results: dict[str, dict[str, float | None]]) -> dict[str, f
 
 def oracle_task_scores(session, truth, split: str = "test", bin_size: float = 0.02, *,
                        tasks: tuple[str, ...] = ALL_TASKS, forward_bins: int = FORWARD_BINS, n_folds: int = 3,
-                       leave_out_folds: int = LEAVE_OUT_FOLDS, kern_sd: float = KERN_SD
+                       leave_out_folds: int | None = None, kern_sd: float = KERN_SD
                        ) -> dict[str, dict[str, float | None]]:
     """The scores of the simulator's true rates on every task: the ceiling for any model on these trials.
 

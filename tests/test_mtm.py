@@ -193,6 +193,8 @@ def test_evaluation_passes_hide_everything_they_score():
                 others = regions[heldin] != target_region.pop()
                 assert one.hidden[valid][:, others].all()  # the other region is hidden completely
     assert task_passes("inter_region", valid, heldout, np.array(["A"] * 11)) == []  # one region: undefined
+    one_each = task_passes("heldin_co_smoothing", valid, heldout, regions)  # the paper's: one neuron per pass
+    assert [np.flatnonzero(one.hidden.any((0, 1))).tolist() for one in one_each] == [[i] for i in range(8)]
     one_heldin = np.array([False] + [True] * 10)
     assert task_passes("heldin_co_smoothing", valid, one_heldin, regions) == []  # nothing to predict it from
     with pytest.raises(DataError, match="leave_out_folds"):
