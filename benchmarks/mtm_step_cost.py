@@ -29,7 +29,8 @@ def make_steps(profile: str, device: torch.device, batch_size: int | None, n_bat
 
     sessions = simulate(n_sessions=3, n_trials=120, seed=seed).sessions
     # "recipe": a scheme drawn per batch, as in training (the default mix, or the paper's).
-    variants = {"ndt1": (NDT1, {}, None), "mtm recipe": (MtM, {}, None), "mtm paper recipe": (MtM, PAPER_RECIPE, None)}
+    variants = {"ndt1": (NDT1, {}, None), "mtm recipe": (MtM, {}, None),
+                "mtm paper recipe": (MtM, PAPER_RECIPE, None)}
     variants.update({f"mtm {s}": (MtM, {}, s) for s in MASK_MODES["all"] + ("temporal",)})
     steps = {}
     for name, (cls, overrides, scheme) in variants.items():

@@ -38,7 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-TASK_COLUMNS = ("cosmooth", "forward", "intra", "inter", "heldin_cosmooth")
+from mini_decoders.evaluation import ALL_TASKS, TASK_KEYS
+
+TASK_COLUMNS = tuple(TASK_KEYS[task] for task in ALL_TASKS)  # cosmooth, forward, intra, inter, heldin_cosmooth
 PAPER_FOUR = ("heldin_cosmooth", "forward", "intra", "inter")  # co-smoothing as the paper asks it
 
 

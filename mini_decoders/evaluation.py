@@ -46,7 +46,7 @@ from mini_decoders.data.binning import BinnedTrials
 from mini_decoders.errors import DataError
 from mini_decoders.metrics import bits_per_spike, condition_trials, psth_r2, r2_score, smooth_spikes
 
-TASKS = ("co_smoothing", "forward_prediction", "intra_region", "inter_region")  # the four questions (pick the checkpoint)
+TASKS = ("co_smoothing", "forward_prediction", "intra_region", "inter_region")  # the four: they pick the checkpoint
 ALL_TASKS = TASKS + ("heldin_co_smoothing",)  # + the paper's own co-smoothing
 TASK_KEYS = {"co_smoothing": "cosmooth", "forward_prediction": "forward", "intra_region": "intra",
              "inter_region": "inter", "heldin_co_smoothing": "heldin_cosmooth"}  # eval JSON keys: ``forward_bps``

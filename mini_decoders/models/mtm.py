@@ -26,8 +26,7 @@ the held-out neurons are hidden and scored in every batch, so co-smoothing is pr
 whichever scheme is drawn, and the four schemes alone (``mask_mode="all"``, uniform draws, the
 paper's mix) co-smooth about 0.007 bits/spike worse than temporal masking only. With the fifth
 scheme NLB co-smoothing ties the baseline (within 0.003 bits/spike in four runs) while the other
-three questions, and the paper's own co-smoothing (a held-in neuron left out of the input),
-keep MtM's gains over the baseline.
+three questions, and the paper's co-smoothing, keep MtM's gains over it.
 
 The four evaluations, and the paper's own co-smoothing (each held-in neuron predicted from the
 others: a question only the neuron scheme practises), land in the ``eval`` JSON through
