@@ -16,7 +16,12 @@ STAMP := $(VENV)/.installed
 SHARED_DATA := $(abspath ../shared/realdata)
 DATA_ENV := $(if $(MINI_DECODERS_DATA),,$(if $(wildcard $(SHARED_DATA)),MINI_DECODERS_DATA=$(SHARED_DATA)))
 
-.PHONY: book test venv clean-book
+# The recipe ladder (each paper's recipe, + each of this book's changes alone, the default) for every
+# transformer: several hours on 2 cores, resumable. `make book` shows its table when the JSON exists.
+LADDER_JSON ?= _build/ladder/ladder.json
+LADDER_ENV := $(if $(wildcard $(LADDER_JSON)),MINI_DECODERS_LADDER_JSON=$(abspath $(LADDER_JSON)))
+
+.PHONY: book test venv clean-book ladder
 
 venv: $(STAMP)
 
@@ -34,8 +39,12 @@ test: $(STAMP)
 		--nbval-lax --nbval-cell-timeout=900 tests notebooks
 
 book: $(STAMP)
-	$(DATA_ENV) $(VENV)/bin/jupyter-book build . --keep-going
+	$(DATA_ENV) $(LADDER_ENV) $(VENV)/bin/jupyter-book build . --keep-going
 	@echo "book: open _build/html/index.html"
 
 clean-book:
 	rm -rf _build
+
+ladder: $(STAMP)
+	$(VENV)/bin/mini-decoders benchmark --recipe-ladder --models smoothing,ridge,ndt1,poyo,ndt2,mtm,vq \
+		--profile quick --budget-seconds 0 --no-costs --threads 1 --json $(LADDER_JSON)

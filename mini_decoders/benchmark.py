@@ -131,16 +131,19 @@ class BenchmarkSettings:
         stamp["format"] = FORMAT
         return hashlib.sha256(json.dumps(stamp, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
-    def row_key(self, model: str) -> str:
-        """:meth:`key` plus ``model``'s recipe in this profile: a row trained before the recipe
+    def row_key(self, label: str) -> str:
+        """:meth:`key` plus the config of the row's model and recipe in this profile (``label`` is
+        ``"ndt1"`` or ``"ndt1@paper"``, see :func:`cell_label`): a row trained before the config
         changed (another version of the package) is not reused. ``finetune_*`` keys are left out:
         a row never fine-tunes (the transfer cells, which do, hash the whole recipe)."""
         from mini_decoders.models.registry import get_model
-        from mini_decoders.train.profiles import config_for
 
-        recipe = {k: v for k, v in config_for(get_model(model).CONFIGS, self.profile).items()
+        model, recipe = split_label(label)
+        config = {k: v for k, v in get_model(model).recipe_config(self.profile, recipe).items()
                   if not k.startswith("finetune")}
-        stamp = json.dumps([self.key(), model, recipe], sort_keys=True, default=str)
+        if config.get("recipe") == "default":
+            config.pop("recipe")  # rows saved before recipes existed stay valid
+        stamp = json.dumps([self.key(), model, config], sort_keys=True, default=str)
         return hashlib.sha256(stamp.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
@@ -242,7 +245,7 @@ def is_gradient_model(model: str, profile: str) -> bool:
 
 
 def steps_for_budget(model: str, sessions, profile: str, seconds: float, *, seed: int = 0, device: str | None = None,
-                     probe_steps: tuple[int, int] = PROBE_STEPS) -> dict:
+                     probe_steps: tuple[int, int] = PROBE_STEPS, recipe: str | None = None) -> dict:
     """How many optimiser steps of ``model`` fit in ``seconds`` of training on this machine.
 
     Two short fits (``probe_steps`` steps each, no checkpoints, validation only at the end) give
@@ -255,17 +258,16 @@ def steps_for_budget(model: str, sessions, profile: str, seconds: float, *, seed
     import torch
 
     from mini_decoders.models.registry import get_model
-    from mini_decoders.train.profiles import config_for
 
     model_class = get_model(model)
-    recipe = config_for(model_class.CONFIGS, profile)
-    recipe_steps = int(recipe["max_steps"])
+    base = model_class.recipe_config(profile, recipe)
+    recipe_steps = int(base["max_steps"])
     small, large = probe_steps
     timings, loop_seconds = [], None
     started = time.perf_counter()
     for steps in (1, small, large):  # the first, untimed fit pays the process's one-time costs
-        config = {**recipe, "max_steps": steps, "val_every": None, "checkpoint_every": None, "seed": seed,
-                  "warmup_steps": min(int(recipe.get("warmup_steps", 1) or 1), steps)}
+        config = {**base, "max_steps": steps, "val_every": None, "checkpoint_every": None, "seed": seed,
+                  "warmup_steps": min(int(base.get("warmup_steps", 1) or 1), steps)}
         if device is not None:
             config["device"] = device
         torch.manual_seed(seed)
@@ -535,12 +537,52 @@ def _mean_scores(per_session: dict[str, dict]) -> dict[str, float | None]:
 
 
 # ================================================================================================
+# Cells: a model and a recipe
+
+def cell_label(model: str, recipe: str | None = None) -> str:
+    """``("ndt1", "paper")`` -> ``"ndt1@paper"``; the default recipe is the model's name alone."""
+    return model if recipe in (None, "", "default") else f"{model}@{recipe}"
+
+
+def split_label(label: str) -> tuple[str, str]:
+    """``"ndt1@paper+kernel"`` -> ``("ndt1", "paper+kernel")``; ``"ndt1"`` -> ``("ndt1", "default")``."""
+    model, _, recipe = label.partition("@")
+    return model, recipe or "default"
+
+
+def recipe_labels(names: Sequence[str], recipe: str | None = None, ladder: bool = False) -> list[str]:
+    """The cells to run: each model with ``recipe``, or (``ladder``) every step of its recipe ladder.
+
+    Models whose default recipe *is* their published method (the classic baselines, with no
+    departures) always run their default. With ``ladder`` the paper's recipe, the paper's plus
+    each departure alone, and the default are run (:func:`mini_decoders.models.recipes.ladder`).
+
+    Raises:
+        RunError: an unknown recipe or change for one of the models.
+    """
+    from mini_decoders.models.recipes import ladder as recipe_ladder
+    from mini_decoders.models.registry import get_model
+
+    labels = []
+    for model in names:
+        model_class = get_model(model)
+        if not model_class.DEPARTURES:
+            labels.append(model)
+        elif ladder:
+            labels += [cell_label(model, r) for r in recipe_ladder(model_class.DEPARTURES)]
+        else:
+            labels.append(cell_label(model, model_class.recipe_config("tiny", recipe)["recipe"]))
+    return list(dict.fromkeys(labels))
+
+
+# ================================================================================================
 # One row
 
-def model_row(model: str, settings: BenchmarkSettings, *, progress: bool = False) -> dict:
-    """Train ``model`` under ``settings``, score it on the test trials and measure its costs.
+def model_row(label: str, settings: BenchmarkSettings, *, progress: bool = False) -> dict:
+    """Train the cell ``label`` (a model, ``@recipe`` optional) under ``settings``, score it on the
+    test trials and measure its costs.
 
-    The RUN folder is ``<work>/runs/<model>``; an interrupted training there is resumed from its
+    The RUN folder is ``<work>/runs/<label>``; an interrupted training there is resumed from its
     checkpoint when it was started with the same settings, and started afresh otherwise. Peak
     memory covers reading the data, the budget probes, training and scoring (not the cost sweeps).
 
@@ -551,15 +593,15 @@ def model_row(model: str, settings: BenchmarkSettings, *, progress: bool = False
 
     from mini_decoders.models.registry import get_model
     from mini_decoders.run import as_sessions, load_run, train, write_json_atomic
-    from mini_decoders.train.profiles import config_for
 
     if settings.threads:
         torch.set_num_threads(int(settings.threads))
     started = time.perf_counter()
+    model, recipe = split_label(label)
     model_class = get_model(model)
-    out = Path(settings.work) / "runs" / model
+    out = Path(settings.work) / "runs" / label
     key_path = out / "benchmark_key.json"
-    key = settings.row_key(model)
+    key = settings.row_key(label)
     with PeakMemory(settings.device) as memory:
         sessions = as_sessions(settings.data)
         previous = json.loads(key_path.read_text()) if key_path.is_file() else None
@@ -574,7 +616,7 @@ def model_row(model: str, settings: BenchmarkSettings, *, progress: bool = False
             budget["steps"] = int(settings.max_steps)
         elif gradient and settings.budget_seconds is not None:
             budget.update(steps_for_budget(model, sessions, settings.profile, settings.budget_seconds,
-                                           seed=settings.seed, device=settings.device))
+                                           seed=settings.seed, device=settings.device, recipe=recipe))
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(key_path, {"key": key, "budget": budget})
         resumed = (out / "config.json").is_file()
@@ -583,7 +625,7 @@ def model_row(model: str, settings: BenchmarkSettings, *, progress: bool = False
             run = load_run(out)  # trained and scored before the row was written: only the costs are missing
         else:
             tick = time.perf_counter()
-            run = train(model, sessions, profile=settings.profile, out=out, device=settings.device,
+            run = train(model, sessions, profile=settings.profile, out=out, recipe=recipe, device=settings.device,
                         max_steps=budget.get("steps") if gradient else None, seed=settings.seed, resume=resumed,
                         progress=progress)
             # train() fits, then scores the test trials: what is not fitting is (almost all) evaluation
@@ -600,10 +642,11 @@ def model_row(model: str, settings: BenchmarkSettings, *, progress: bool = False
             net = net.cpu()
     cost = inference_cost(net, sessions[0], lengths=settings.cost_lengths, fractions=settings.cost_fractions,
                           units=settings.cost_units, n_windows=settings.cost_windows, repeats=settings.cost_repeats,
-                          seed=settings.seed, build_config=config_for(model_class.CONFIGS, settings.profile))
+                          seed=settings.seed, build_config=model_class.recipe_config(settings.profile, recipe))
     training = run.metrics.get("training", {})
     judged = JUDGED_ON.get(model) or ("co_bps" if "rates" in net.predicts else "vel_r2")
-    row = {"model": model, "status": "ok", "token": TOKENS.get(model, ""), "predicts": sorted(net.predicts),
+    row = {"model": model, "recipe": run.config.get("recipe", "default"), "label": label, "status": "ok",
+           "token": TOKENS.get(model, ""), "predicts": sorted(net.predicts),
            "judged_on": judged, "scored_by": SCORED_BY[judged], **{m: scores["mean"].get(m) for m in METRICS},
            "extra_scores": {k: v for k, v in scores["mean"].items() if k not in METRICS},
            "sessions": scores["sessions"], "params": int(scores["params"]),
@@ -616,22 +659,29 @@ def model_row(model: str, settings: BenchmarkSettings, *, progress: bool = False
     return row
 
 
-def error_row(model: str, error: str, detail: str = "", key: str = "") -> dict:
-    """A row for a model that could not be imported, trained or scored: no scores, the reason."""
-    return {"model": model, "status": "error", "error": error, "detail": detail, "token": TOKENS.get(model, ""),
-            "judged_on": JUDGED_ON.get(model), **{m: None for m in METRICS}, "key": key}
+def error_row(label: str, error: str, detail: str = "", key: str = "") -> dict:
+    """A row for a cell that could not be imported, trained or scored: no scores, the reason."""
+    model, recipe = split_label(label)
+    return {"model": model, "recipe": recipe, "label": label, "status": "error", "error": error, "detail": detail,
+            "token": TOKENS.get(model, ""), "judged_on": JUDGED_ON.get(model), **{m: None for m in METRICS},
+            "key": key}
+
+
+def row_label(row: dict) -> str:
+    """The cell a row belongs to (rows saved before recipes existed have no ``label``)."""
+    return row.get("label") or row["model"]
 
 
 # ================================================================================================
 # Running rows, resumably
 
-def _row_path(work: Path, model: str) -> Path:
-    return work / "rows" / f"{model}.json"
+def _row_path(work: Path, label: str) -> Path:
+    return work / "rows" / f"{label}.json"
 
 
-def load_row(work: Path, model: str, key: str) -> dict | None:
-    """The saved row of ``model`` if it is complete, made with ``key`` and not an error; else None."""
-    path = _row_path(work, model)
+def load_row(work: Path, label: str, key: str) -> dict | None:
+    """The saved row of the cell ``label`` if it is complete, made with ``key`` and not an error; else None."""
+    path = _row_path(work, label)
     try:
         row = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -644,34 +694,34 @@ def load_row(work: Path, model: str, key: str) -> dict | None:
 def _save_row(work: Path, row: dict) -> None:
     from mini_decoders.run import write_json_atomic
 
-    path = _row_path(work, row["model"])
+    path = _row_path(work, row_label(row))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, row)
 
 
-def _compute_in_process(model: str, settings: BenchmarkSettings, progress: bool) -> dict:
+def _compute_in_process(label: str, settings: BenchmarkSettings, progress: bool) -> dict:
     try:
-        return model_row(model, settings, progress=progress)
+        return model_row(label, settings, progress=progress)
     except KeyboardInterrupt:
         raise
     except Exception as error:
         lines = traceback.format_exc().strip().splitlines()
-        return error_row(model, f"{type(error).__name__}: {error}", "\n".join(lines[-12:]), settings.row_key(model))
+        return error_row(label, f"{type(error).__name__}: {error}", "\n".join(lines[-12:]), settings.row_key(label))
 
 
-def _compute_in_subprocess(model: str, settings: BenchmarkSettings, progress: bool) -> dict:
-    """Run :func:`model_row` in a fresh Python process; its log goes to ``<work>/logs/<model>.log``."""
+def _compute_in_subprocess(label: str, settings: BenchmarkSettings, progress: bool) -> dict:
+    """Run :func:`model_row` in a fresh Python process; its log goes to ``<work>/logs/<label>.log``."""
     work = Path(settings.work)
     (work / "logs").mkdir(parents=True, exist_ok=True)
-    settings_path = work / "rows" / f".{model}.settings.json"
+    settings_path = work / "rows" / f".{label}.settings.json"
     settings_path.parent.mkdir(parents=True, exist_ok=True)
     settings_path.write_text(json.dumps(settings.to_dict()))
-    log_path = work / "logs" / f"{model}.log"
+    log_path = work / "logs" / f"{label}.log"
     env = dict(os.environ)
     if settings.threads:
         env.update(OMP_NUM_THREADS=str(settings.threads), MKL_NUM_THREADS=str(settings.threads),
                    OPENBLAS_NUM_THREADS=str(settings.threads))
-    command = [sys.executable, "-m", "mini_decoders.benchmark", "_row", model, str(settings_path)]
+    command = [sys.executable, "-m", "mini_decoders.benchmark", "_row", label, str(settings_path)]
     if progress:
         command.append("--progress")
     with open(log_path, "w") as log:
@@ -685,12 +735,12 @@ def _compute_in_subprocess(model: str, settings: BenchmarkSettings, progress: bo
             except subprocess.TimeoutExpired:
                 process.kill()
             raise
-    row = _read_json(_row_path(work, model))
-    if row is not None and row.get("key") == settings.row_key(model):
+    row = _read_json(_row_path(work, label))
+    if row is not None and row.get("key") == settings.row_key(label):
         return row
     tail = log_path.read_text(errors="replace").strip().splitlines()[-12:] if log_path.exists() else []
-    return error_row(model, f"the process training {model!r} exited with code {code} without writing its row "
-                            f"(killed, out of memory, or crashed); see {log_path}", "\n".join(tail), settings.row_key(model))
+    return error_row(label, f"the process training {label!r} exited with code {code} without writing its row "
+                            f"(killed, out of memory, or crashed); see {log_path}", "\n".join(tail), settings.row_key(label))
 
 
 def _read_json(path: Path) -> dict | None:
@@ -701,10 +751,10 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _row_main(argv: list[str]) -> int:
-    """``python -m mini_decoders.benchmark _row MODEL SETTINGS.json [--progress]``: one row, written atomically."""
-    model, settings_path = argv[0], argv[1]
+    """``python -m mini_decoders.benchmark _row LABEL SETTINGS.json [--progress]``: one row, written atomically."""
+    label, settings_path = argv[0], argv[1]
     settings = BenchmarkSettings.from_dict(json.loads(Path(settings_path).read_text()))
-    row = _compute_in_process(model, settings, progress="--progress" in argv)
+    row = _compute_in_process(label, settings, progress="--progress" in argv)
     _save_row(Path(settings.work), row)
     if row["status"] != "ok":
         print(row["detail"] or row["error"], file=sys.stderr)
@@ -791,7 +841,7 @@ def run_benchmark(data: Sequence[str | Path] | None = None, models: str | Sequen
                   *, work: str | Path | None = None, seed: int = 0, max_steps: int | None = None,
                   budget_seconds: float | str | None = "auto", device: str | None = None, threads: int | None = None,
                   isolate: bool = True, transfer: bool | dict = False, costs: bool = True, progress: bool = False,
-                  log: Callable[[str], None] | None = print) -> dict:
+                  recipe: str | None = None, ladder: bool = False, log: Callable[[str], None] | None = print) -> dict:
     """Train and score ``models`` side by side; write the JSON table (and the plot).
 
     Args:
@@ -814,6 +864,10 @@ def run_benchmark(data: Sequence[str | Path] | None = None, models: str | Sequen
             transfer experiment still run).
         costs: measure the inference-cost sweeps (False: leave them out; on a small recording they
             can take longer than the training).
+        recipe: the recipe of every model that has one (``"paper"``; None: the default). Rows of
+            another recipe are named ``model@recipe``.
+        ladder: every step of each model's recipe ladder instead (the paper's recipe, the paper's
+            plus each of our changes alone, the default): what each change buys, one row each.
         log: where progress lines go (None: silent).
 
     Returns:
@@ -831,12 +885,13 @@ def run_benchmark(data: Sequence[str | Path] | None = None, models: str | Sequen
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     names = parse_models(models)
+    labels = recipe_labels(names, recipe, ladder)
     settings = make_settings(data, profile, work, seed=seed, max_steps=max_steps, budget_seconds=budget_seconds,
                              device=device, threads=threads, costs=costs)
     key = settings.key()
     started = time.perf_counter()
     sessions = as_sessions(settings.data)
-    say(f"benchmark: {len(names)} model(s) on {len(sessions)} session(s), profile {settings.profile}, "
+    say(f"benchmark: {len(labels)} row(s) on {len(sessions)} session(s), profile {settings.profile}, "
         f"budget {settings.budget}, work folder {work}")
 
     oracle = _read_json(_row_path(work, "oracle"))
@@ -847,13 +902,13 @@ def run_benchmark(data: Sequence[str | Path] | None = None, models: str | Sequen
             _save_row(work, oracle)
     rows = []
     transfer_only = transfer == "only" or (isinstance(transfer, dict) and bool(transfer.get("only")))
-    for index, model in enumerate([] if transfer_only else names, 1):
-        row = load_row(work, model, settings.row_key(model))
+    for index, label in enumerate([] if transfer_only else labels, 1):
+        row = load_row(work, label, settings.row_key(label))
         if row is not None:
-            say(f"[{index}/{len(names)}] {model}: done before, reused ({_row_path(work, model)})")
+            say(f"[{index}/{len(labels)}] {label}: done before, reused ({_row_path(work, label)})")
         else:
-            say(f"[{index}/{len(names)}] {model}: training" + (f" (log: {work / 'logs' / (model + '.log')})" if isolate else ""))
-            row = (_compute_in_subprocess if isolate else _compute_in_process)(model, settings, progress)
+            say(f"[{index}/{len(labels)}] {label}: training" + (f" (log: {work / 'logs' / (label + '.log')})" if isolate else ""))
+            row = (_compute_in_subprocess if isolate else _compute_in_process)(label, settings, progress)
             _save_row(work, row)
         say(f"    {_row_line(row)}")
         rows.append(row)
@@ -891,20 +946,20 @@ def run_benchmark(data: Sequence[str | Path] | None = None, models: str | Sequen
 
 def _row_line(row: dict) -> str:
     if row.get("status") != "ok":
-        return f"{row['model']}: ERROR {row.get('error', '')}"[:400]
+        return f"{row_label(row)}: ERROR {row.get('error', '')}"[:400]
     parts = [f"{m}={row[m]:.3f}" for m in METRICS if row.get(m) is not None]
     if row.get("train_seconds") is not None:
         parts.append(f"train {row['train_seconds']:.0f} s")
     if row.get("peak_memory_mb") is not None:
         parts.append(f"peak {row['peak_memory_mb']:.0f} MB")
-    return f"{row['model']}: " + ", ".join(parts)
+    return f"{row_label(row)}: " + ", ".join(parts)
 
 
 def build_table(rows: list[dict], oracle: dict | None, settings: BenchmarkSettings, sessions) -> dict:
     """The JSON table: rows with their baseline comparison, the oracle, the data, a summary."""
     import mini_decoders
 
-    by_name = {row["model"]: row for row in rows}
+    by_name = {row_label(row): row for row in rows}
     for row in rows:
         judged = row.get("judged_on")
         baseline = BASELINE_OF.get(judged) if judged else None
@@ -923,13 +978,13 @@ def build_table(rows: list[dict], oracle: dict | None, settings: BenchmarkSettin
     ok = [row for row in rows if row.get("status") == "ok"]
     transformers = [row for row in ok if row["model"] not in CLASSIC]
     summary = {
-        "models": [row["model"] for row in rows],
-        "failed": {row["model"]: row.get("error") for row in rows if row.get("status") != "ok"},
+        "models": [row_label(row) for row in rows],
+        "failed": {row_label(row): row.get("error") for row in rows if row.get("status") != "ok"},
         "every_row_finite": bool(rows) and all(_row_finite(row) for row in rows),
         "transformers_beat_baselines": (all(row.get("beats_baseline") for row in transformers)
                                         if transformers and all(row.get("beats_baseline") is not None
                                                                 for row in transformers) else None),
-        "beats_baseline": {row["model"]: row.get("beats_baseline") for row in transformers},
+        "beats_baseline": {row_label(row): row.get("beats_baseline") for row in transformers},
         "transformers_meet_model_bars": (all(row.get("meets_model_bar") for row in transformers)
                                          if transformers and all(row.get("meets_model_bar") is not None
                                                                  for row in transformers) else None),
@@ -962,7 +1017,8 @@ def _describe(path: str, session) -> dict:
 
 def format_table(table: dict) -> str:
     """The table as aligned text (what the command prints)."""
-    columns = [("model", 10, "s"), ("token", 24, "s"), ("co_bps", 7, ".3f"), ("fp_bps", 7, ".3f"),
+    width = max([10] + [len(row_label(row)) for row in table["rows"] if row.get("model")])
+    columns = [("model", width, "s"), ("token", 24, "s"), ("co_bps", 7, ".3f"), ("fp_bps", 7, ".3f"),
                ("vel_r2", 7, ".3f"), ("psth_r2", 7, ".3f"), ("params", 9, ",d"), ("train_seconds", 8, ".1f"),
                ("samples_per_second", 9, ".0f"), ("peak_memory_mb", 8, ".0f"), ("beats_baseline", 8, "s")]
     heads = {"train_seconds": "train s", "samples_per_second": "samples/s", "peak_memory_mb": "peak MB",
@@ -971,7 +1027,7 @@ def format_table(table: dict) -> str:
     for row in table["rows"] + ([table["oracle"]] if table.get("oracle") else []):
         cells = []
         for name, width, spec in columns:
-            value = row.get(name)
+            value = row_label(row) if name == "model" and row.get("model") else row.get(name)
             if row.get("status") == "error" and name in METRICS:
                 text = "error" if name == "co_bps" else ""
             elif value is None:
@@ -1021,7 +1077,7 @@ def plot_benchmark(table: dict, path: str | Path | None = None, axes=None):
                 continue
             seconds = max(row.get("train_seconds") or 0.0, 1e-2)
             ax.scatter(seconds, row[metric], color=colors.get(row["model"], "0.3"), s=40, zorder=3)
-            ax.annotate(row["model"], (seconds, row[metric]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.annotate(row_label(row), (seconds, row[metric]), textcoords="offset points", xytext=(4, 4), fontsize=8)
             drawn = True
         if oracle.get(metric) is not None:
             ax.axhline(oracle[metric], label=f"oracle ({oracle[metric]:.3f})", **ORACLE_STYLE)
@@ -1032,7 +1088,7 @@ def plot_benchmark(table: dict, path: str | Path | None = None, axes=None):
         ax.set_ylabel(METRIC_LABELS[metric])
         ax.set_title(f"{METRIC_LABELS[metric]} vs compute", fontsize=10)
     ax = axes[0, 2]
-    memory = [(row["model"], row.get("peak_memory_mb")) for row in rows if row.get("peak_memory_mb") is not None]
+    memory = [(row_label(row), row.get("peak_memory_mb")) for row in rows if row.get("peak_memory_mb") is not None]
     if memory:
         ax.bar(range(len(memory)), [m for _, m in memory], color=[colors.get(n, "0.3") for n, _ in memory])
         ax.set_xticks(range(len(memory)), [n for n, _ in memory], rotation=30)
@@ -1048,7 +1104,7 @@ def plot_benchmark(table: dict, path: str | Path | None = None, axes=None):
             points = [(x, s) for x, s in zip(data.get("x", []), data.get("seconds", [])) if x and s]
             if points:
                 xs, ys = zip(*points)
-                ax.plot(xs, np.array(ys) * 1000, marker="o", color=colors.get(row["model"], "0.3"), label=row["model"])
+                ax.plot(xs, np.array(ys) * 1000, marker="o", color=colors.get(row["model"], "0.3"), label=row_label(row))
                 drawn = True
         if drawn:
             _plain_log_axis(ax, "x")

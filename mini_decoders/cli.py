@@ -53,7 +53,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from mini_decoders.run import train
 
-    run = train(args.model, args.data, profile=args.profile, out=args.out, device=args.device,
+    run = train(args.model, args.data, profile=args.profile, out=args.out, recipe=args.recipe, device=args.device,
                 max_steps=args.max_steps, seed=args.seed, resume=args.resume, progress=not args.quiet)
     print(f"run written to {run.path}")
     print(json.dumps(run.metrics.get("mean", {}), indent=2))
@@ -113,7 +113,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                           max_steps=args.max_steps,
                           budget_seconds="auto" if args.budget_seconds is None else args.budget_seconds,
                           device=args.device, threads=args.threads, isolate=not args.in_process, transfer=transfer,
-                          costs=not args.no_costs, progress=not args.quiet, log=print)
+                          costs=not args.no_costs, progress=not args.quiet, recipe=args.recipe,
+                          ladder=args.recipe_ladder, log=print)
     if table["rows"]:  # --transfer-only has no model rows, hence no table to print
         print(format_table(table))
     if table.get("transfer"):
@@ -195,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", nargs="+", required=True, help="NWB files")
     train.add_argument("--profile", default=None, help="tiny | quick | full | auto (default: $MINI_DECODERS_PROFILE or auto)")
     train.add_argument("--out", default=None, help="RUN folder (default runs/<model>)")
+    train.add_argument("--recipe", default=None,
+                       help="default (what works best on small data) | paper (the method as published, sized by "
+                            "the profile) | paper+CHANGE | default-CHANGE (one change measured on its own)")
     train.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     train.add_argument("--max-steps", type=int, default=None)
     train.add_argument("--seed", type=int, default=0)
@@ -238,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--work", default=None,
                        help="work folder with one row per model; a rerun skips finished rows (default: <json>.work)")
     bench.add_argument("--seed", type=int, default=0, help="the seed of every model")
+    bench.add_argument("--recipe", default=None,
+                       help="the recipe of every model that has one: default | paper | paper+CHANGE | default-CHANGE")
+    bench.add_argument("--recipe-ladder", action="store_true",
+                       help="for each model: its paper recipe, the paper's plus each of our changes alone, and the "
+                            "default (what each change buys, one row each)")
     bench.add_argument("--max-steps", type=int, default=None, help="the same number of steps for every gradient model")
     bench.add_argument("--budget-seconds", type=float, default=None,
                        help="the same training wall-clock for every gradient model (default: the profile's; "

@@ -38,7 +38,7 @@ from mini_decoders.metrics import (bits_per_spike, psth_r2_from_spikes, r2_score
 from mini_decoders.models.base import PREDICTION_KEYS, Decoder, SessionSpec
 from mini_decoders.models.registry import get_model
 from mini_decoders.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from mini_decoders.train.profiles import config_for, resolve_profile
+from mini_decoders.train.profiles import resolve_profile
 
 FORMAT_VERSION = 1  # bump when config.json / checkpoint.pt change incompatibly
 CONFIG_NAME = "config.json"
@@ -249,7 +249,7 @@ class Run:
             raise RunError("finetune writes a new RUN folder; --out must differ from the run being adapted")
         model = copy.deepcopy(self.model)
         if profile is not None:
-            recipe = config_for(type(model).CONFIGS, resolve_profile(profile))
+            recipe = type(model).recipe_config(resolve_profile(profile), model.config.get("recipe"))
             model.config.update({k: v for k, v in recipe.items() if k.startswith("finetune")})
         if max_steps is not None:
             model.config["finetune_steps"] = int(max_steps)
@@ -352,8 +352,8 @@ class Run:
 # train / load_run
 
 def train(model: str, sessions: SessionsLike, profile: str | None = None, out: str | os.PathLike | None = None, *,
-          device: str | None = None, max_steps: int | None = None, seed: int = 0, resume: bool = False,
-          progress: bool = True) -> Run:
+          recipe: str | None = None, device: str | None = None, max_steps: int | None = None, seed: int = 0,
+          resume: bool = False, progress: bool = True) -> Run:
     """Train ``model`` on ``sessions`` and write a RUN folder (``config.json``, ``checkpoint.pt``,
     ``metrics.json``).
 
@@ -363,6 +363,9 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
             trials choose hyperparameters, and test trials are scored into ``metrics.json``.
         profile: ``tiny`` / ``quick`` / ``full`` / ``auto`` (None: ``MINI_DECODERS_PROFILE`` or auto).
         out: the RUN folder (default ``runs/<model>-<date-time>``).
+        recipe: ``"default"`` (None: what works best on small data), ``"paper"`` (the method as
+            published, scaled in size by the profile), or one change measured on its own:
+            ``"paper+CHANGE"`` / ``"default-CHANGE"`` (see :mod:`mini_decoders.models.recipes`).
         device, max_steps, seed: overrides of the profile's config (gradient models).
         resume: continue an interrupted run in ``out`` (same model and sessions).
         progress: print progress.
@@ -379,13 +382,14 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
     if config_path.exists() and not resume:
         raise RunError(f"{out} already holds a run ({CONFIG_NAME} exists); pass resume=True (--resume) to continue "
                        "it, or choose another --out")
-    model_config = config_for(model_class.CONFIGS, profile)
+    model_config = model_class.recipe_config(profile, recipe)
     overrides = {"device": device, "max_steps": max_steps}
     model_config.update({k: v for k, v in overrides.items() if v is not None})
     model_config["seed"] = int(seed)
     specs = [SessionSpec.of(s) for s in sessions]
     config = {"format_version": FORMAT_VERSION, "package_version": mini_decoders.__version__,
-              "model": model_class.name, "profile": profile, "model_config": model_config,
+              "model": model_class.name, "profile": profile, "recipe": model_config["recipe"],
+              "model_config": model_config,
               "bin_size": float(model_config.get("bin_size", DEFAULT_BIN_SIZE)),
               "sessions": [spec.to_dict() for spec in specs]}
     if resume and config_path.exists():
@@ -393,6 +397,9 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
         if previous["model"] != config["model"] or [s["id"] for s in previous["sessions"]] != [s.id for s in specs]:
             raise RunError(f"cannot resume {out}: it is a {previous['model']!r} run on sessions "
                            f"{[s['id'] for s in previous['sessions']]}, not {model_class.name!r} on {[s.id for s in specs]}")
+        if previous.get("recipe", "default") != config["recipe"]:
+            raise RunError(f"cannot resume {out}: it was trained with recipe {previous.get('recipe', 'default')!r}, "
+                           f"not {config['recipe']!r}; pass the same --recipe, or choose another --out")
         config = previous
         model_config = previous["model_config"]
         model_config.update({k: v for k, v in overrides.items() if v is not None})  # e.g. train longer

@@ -28,6 +28,8 @@ from torch import nn
 from mini_decoders.data.binning import BinnedTrials
 from mini_decoders.data.session import Session
 from mini_decoders.errors import RunError
+from mini_decoders.models.recipes import Departure, apply_recipe
+from mini_decoders.train.profiles import config_for
 
 PREDICTION_KEYS = ("rates_heldin", "rates_heldout", "hand_vel")  # the datasets PRED.h5 may hold
 
@@ -89,6 +91,10 @@ class Decoder(nn.Module):
             place per model. Every config has at least ``bin_size`` (s).
         predicts: what :meth:`predict_trials` returns, a subset of ``{"rates", "hand_vel"}``.
             ``"rates"`` means ``rates_heldin`` and ``rates_heldout`` (expected spikes per bin).
+        PAPER: config key -> the value the model's paper uses, where the default recipe differs
+            (``{}``: the default recipe *is* the published method, as for the classic baselines).
+        DEPARTURES: the named changes that turn ``PAPER`` into the default recipe, each with
+            its config keys (see :mod:`mini_decoders.models.recipes`).
 
     Args:
         specs: one :class:`SessionSpec` per training session.
@@ -98,6 +104,8 @@ class Decoder(nn.Module):
     name: ClassVar[str] = ""
     CONFIGS: ClassVar[dict[str, dict]] = {}
     predicts: ClassVar[set[str]] = set()
+    PAPER: ClassVar[dict[str, Any]] = {}
+    DEPARTURES: ClassVar[tuple[Departure, ...]] = ()
 
     def __init__(self, specs: list[SessionSpec], config: dict) -> None:
         super().__init__()
@@ -112,6 +120,17 @@ class Decoder(nn.Module):
     def build(cls, sessions: list[Session], config: dict) -> "Decoder":
         """A fresh, untrained model sized for ``sessions``."""
         return cls([SessionSpec.of(session) for session in sessions], config)
+
+    @classmethod
+    def recipe_config(cls, profile: str | None = None, recipe: str | None = None) -> dict:
+        """The config of ``recipe`` (``default``, ``paper``, ``paper+CHANGE``, ``default-CHANGE``) at ``profile``.
+
+        A fresh dict (callers may edit it) with ``"recipe"`` set to the canonical recipe name.
+
+        Raises:
+            RunError: unknown profile, recipe or change.
+        """
+        return apply_recipe(config_for(cls.CONFIGS, profile), cls.PAPER, cls.DEPARTURES, recipe)
 
     @property
     def bin_size(self) -> float:

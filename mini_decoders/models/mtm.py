@@ -54,6 +54,7 @@ from mini_decoders.evaluation import ALL_TASKS, TASK_KEYS, TASKS, evaluate_tasks
 from mini_decoders.masking import MaskConfig, mask_counts
 from mini_decoders.models.base import SessionSpec
 from mini_decoders.models.ndt1 import NDT1, collate_trials, context_window_mask, poisson_nll_terms
+from mini_decoders.models.recipes import Departure
 from mini_decoders.nn.attention import attention_weights
 
 PROMPTS = ("neuron", "causal", "intra_region", "inter_region", "temporal", "random")  # one prompt row each
@@ -95,6 +96,38 @@ class MtM(NDT1):
     name = "mtm"
     CONFIGS = {profile: dict(config, **_MTM, finetune_steps=_FINETUNE_STEPS[profile])
                for profile, config in NDT1.CONFIGS.items()}
+    # The paper's recipe. Beyond the paper's Fig. 1 (four schemes, alternated during training, a
+    # prompt per scheme) the values are those of the authors' code (colehurwitz/IBL_foundation_model:
+    # src/models/masker.py, src/configs/ndt1_stitching_prompting.yaml, ssl_sessions_trainer.yaml):
+    # one of the four schemes drawn uniformly per batch, single masked bins for the causal scheme, an
+    # NDT1 reading raw counts through a per-session linear "stitcher", dropout 0.4 in the transformer
+    # and 0.2 on the embedding, AdamW at 5e-4 with weight decay 0.01.
+    PAPER = dict(PAPER_RECIPE, causal_max_span=1, kernel_bins=0, factors=None, transform="none", dropout=0.4,
+                 embed_dropout=0.2, lr=5e-4, weight_decay=0.01)
+    DEPARTURES = (
+        Departure("temporal", "NDT's temporal scheme in the mix", ("mask_mode", "scheme_weights"),
+                  "the four schemes (neuron, causal, intra-, inter-region), one drawn uniformly per batch",
+                  "a fifth, NDT's temporal scheme with its own prompt, in 70% of the batches; the four share the rest",
+                  "in NLB-layout data the held-out neurons are scored in every batch; the temporal scheme keeps "
+                  "NLB co-smoothing level with the temporal-only baseline"),
+        Departure("spans", "causal spans", ("causal_max_span",),
+                  "the causal scheme hides single bins", "spans of up to 10 bins",
+                  "practise forecasting several bins ahead, as forward prediction asks"),
+        Departure("kernel", "learned temporal kernel", ("kernel_bins",),
+                  "each token is one bin's counts", "a learned filter over 9 bins that starts as Gaussian smoothing",
+                  "start from chapter 2's smoothing (see chapter 3)"),
+        Departure("factors", "factor bottleneck", ("factors",),
+                  "per-session read-out from the token", "rates read from 16 shared factors",
+                  "fewer numbers to fit from ~200 trials (see chapter 3)"),
+        Departure("log1p", "compressed counts", ("transform",),
+                  "raw counts into the stitcher", "log(1 + count)", "a burst of spikes does not dominate a token"),
+        Departure("dropout", "less dropout", ("dropout", "embed_dropout"),
+                  "dropout 0.4 in the transformer, 0.2 on the embedding", "0.2 and 0.3 (quick)",
+                  "a 2,000-step budget: heavy dropout slows learning more than it prevents overfitting"),
+        Departure("optimiser", "optimiser settings", ("lr", "weight_decay"),
+                  "AdamW, learning rate 5e-4, weight decay 0.01 (1,000 epochs)", "learning rate 5e-3, weight decay 0.1",
+                  "2,000 steps instead of 1,000 epochs: a higher rate, with more decay"),
+    )
 
     def __init__(self, specs: list[SessionSpec], config: dict) -> None:
         super().__init__(specs, config)

@@ -54,6 +54,7 @@ from mini_decoders.data.session import Session
 from mini_decoders.errors import DataError, RunError
 from mini_decoders.metrics import bits_per_spike, r2_score
 from mini_decoders.models.base import Decoder, SessionSpec
+from mini_decoders.models.recipes import Departure
 from mini_decoders.nn.attention import TransformerBlock
 from mini_decoders.nn.positions import LearnedPositions
 from mini_decoders.nn.temporal_kernel import TemporalKernel
@@ -147,6 +148,37 @@ class NDT2(Decoder):
                      mask_ratio=0.5, max_steps=20000, batch_size=256, lr=5e-4, warmup_steps=1000, val_every=500,
                      early_stopping_patience=8, checkpoint_every=2000, finetune_steps=3000),
     }
+
+    # The paper's recipe. Beyond the abstract (a spatiotemporal transformer pretrained across
+    # sessions, subjects and tasks) the values are those of the authors' code (joel99/context_general_bci:
+    # config/presets.py, exp/arch/base/f32.yaml): patches of 32 neurons, post-norm blocks, half of the
+    # tokens hidden, causal attention, AdamW at 5e-4. NDT2 has no held-out neurons: in its recipe ours get
+    # patches of their own that are always hidden and infilled by the MAE decoder like any hidden patch.
+    PAPER = dict(neurons_per_token=32, pre_norm=False, mask_ratio=0.5, causal=True, heldout_readout="infill",
+                 heldout_skip=False, skip_init="zero", skip_learned=True, finetune_glm_prior="none",
+                 finetune_pooled_lr_mult=1.0, unit_bias=False, lr=5e-4, finetune_lr_scale=0.1)
+    DEPARTURES = (
+        Departure("heldout", "held-out neurons from a GLM on smoothed counts", ("heldout_readout", "heldout_skip",
+                  "skip_init", "skip_learned", "finetune_glm_prior", "finetune_pooled_lr_mult"),
+                  "(no held-out neurons in the paper) held-out patches always hidden, infilled by the MAE decoder",
+                  "held-out rates read from the decoded held-in tokens of each bin, plus a fixed per-session Poisson "
+                  "GLM on smoothed held-in counts",
+                  "infilling neurons the model never sees does not get off the ground in a few hundred steps"),
+        Departure("unit_bias", "a log-rate offset per neuron", ("unit_bias",),
+                  "the shared patch read-out gives every neuron its rate", "each neuron also gets a learned offset, "
+                  "started at its mean count", "the read-out need not learn which neuron sits in which slot"),
+        Departure("patch64", "patches of 64 neurons", ("neurons_per_token",),
+                  "32 neurons per patch", "64 neurons per patch (quick)", "half the tokens: a step costs about half"),
+        Departure("prenorm", "pre-norm blocks", ("pre_norm",),
+                  "post-norm transformer blocks", "pre-norm blocks", "stable at a higher learning rate"),
+        Departure("masking", "fewer tokens hidden, full context", ("mask_ratio", "causal"),
+                  "half of the tokens hidden, causal attention (a token sees its own and earlier bins)",
+                  "a quarter hidden (quick), attention over the whole trial",
+                  "the held-out read-out trains on inputs closer to the all-visible ones it predicts from"),
+        Departure("optimiser", "learning rates", ("lr", "finetune_lr_scale"),
+                  "AdamW at 5e-4; fine-tuning at a tenth of that", "3e-3 (quick); fine-tuning at half",
+                  "800 steps instead of many epochs"),
+    )
 
     def __init__(self, specs: list[SessionSpec], config: dict) -> None:
         super().__init__(specs, config)

@@ -20,20 +20,33 @@ if TYPE_CHECKING:  # the config lives with the Trainer; the schedule only reads 
     from mini_decoders.train.trainer import TrainConfig
 
 
+SCHEDULES = ("warmup_cosine", "flat_cosine")
+
+
 def lr_at(step: int, config: "TrainConfig") -> float:
     """Learning rate of optimizer step ``step`` (0-based: the rate used to *take* step ``step``).
 
-    Warm-up: ``lr * (step + 1) / warmup_steps`` for ``step < warmup_steps``, so the first step
-    already moves (a step at rate 0 would be wasted) and step ``warmup_steps - 1`` reaches ``lr``.
-    Then cosine from ``lr`` down to ``lr * min_lr_ratio``, reached at ``step == max_steps`` and
-    held after it (resuming with a larger ``max_steps`` stretches the curve instead).
+    ``schedule="warmup_cosine"`` (every model's default): warm-up ``lr * (step + 1) / warmup_steps``
+    for ``step < warmup_steps``, so the first step already moves (a step at rate 0 would be
+    wasted) and step ``warmup_steps - 1`` reaches ``lr``; then cosine from ``lr`` down to
+    ``lr * min_lr_ratio``, reached at ``step == max_steps`` and held after it (resuming with a
+    larger ``max_steps`` stretches the curve instead).
+
+    ``schedule="flat_cosine"`` (POYO's paper): ``lr`` from the first step for the first half of
+    training, then the same cosine down to ``lr * min_lr_ratio`` over the second half
+    (``warmup_steps`` is not used).
     """
     peak = config.lr
     floor = config.lr * config.min_lr_ratio
-    if step < config.warmup_steps:
+    start = config.warmup_steps
+    if getattr(config, "schedule", "warmup_cosine") == "flat_cosine":
+        start = config.max_steps // 2
+        if step < start:
+            return peak
+    elif step < config.warmup_steps:
         return peak * (step + 1) / config.warmup_steps
-    decay_steps = max(1, config.max_steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / decay_steps)
+    decay_steps = max(1, config.max_steps - start)
+    progress = min(1.0, (step - start) / decay_steps)
     return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress))
 
 

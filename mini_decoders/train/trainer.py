@@ -8,7 +8,7 @@ The Trainer knows nothing about neural data. It needs a model with a method
 a dataset (anything with ``len`` and ``[i]``) and a ``collate_fn`` that turns a list of dataset
 items into a batch: a dict (or list/tuple, nested) of tensors, which the Trainer moves to the
 device. Around that it adds what every model needs and nobody should rewrite: device and mixed
-precision choice, AdamW with per-group learning-rate multipliers, warm-up + cosine schedule,
+precision choice, AdamW (or LAMB) with per-group learning-rate multipliers, warm-up + cosine schedule,
 gradient clipping, seeding and a reproducible batch order, atomic resumable checkpoints,
 validation with early stopping, a progress bar, a plottable history, and data parallel training
 under ``torchrun``.
@@ -44,7 +44,10 @@ from mini_decoders.train.checkpoint import (CHECKPOINT_NAME, capture_rng, load_c
                                             save_checkpoint, set_rng_state)
 from mini_decoders.train.distributed import (WorldInfo, broadcast_from_main, close_distributed, init_distributed,
                                              local_batch_slice, mean_across_ranks, world_info, wrap_model)
-from mini_decoders.train.schedule import default_param_groups, lr_at
+from mini_decoders.train.lamb import Lamb
+from mini_decoders.train.schedule import SCHEDULES, default_param_groups, lr_at
+
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "lamb": Lamb}
 
 CHECKPOINT_FORMAT = "mini_decoders.checkpoint/1"
 
@@ -73,6 +76,8 @@ class TrainConfig:
     # With validation, end with the weights of the best validation rather than the last step:
     # that is what early stopping promises, and what predict/eval should use.
     restore_best: bool = True
+    optimizer: str = "adamw"        # adamw | lamb (POYO's paper)
+    schedule: str = "warmup_cosine"  # warmup_cosine | flat_cosine (see schedule.lr_at)
 
     @classmethod
     def from_model_config(cls, model_config: dict, **overrides) -> "TrainConfig":
@@ -94,6 +99,10 @@ class TrainConfig:
             raise RunError(f"TrainConfig.precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
         if self.monitor_mode not in ("min", "max"):
             raise RunError(f"TrainConfig.monitor_mode must be 'min' or 'max', got {self.monitor_mode!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise RunError(f"TrainConfig.optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise RunError(f"TrainConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
 
 
 # --------------------------------------------------------------------------- device and precision
@@ -316,7 +325,7 @@ class Trainer:
         self._loss_module = wrap_model(_TrainingLoss(model), self.device) if self.world.is_distributed else None
         groups = param_groups if param_groups is not None else default_param_groups(model, config.weight_decay)
         groups = [{"lr_mult": 1.0, **group} for group in groups]
-        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = OPTIMIZERS[config.optimizer](groups, lr=config.lr, weight_decay=config.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
         self.history = History()
