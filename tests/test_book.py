@@ -42,3 +42,36 @@ def test_first_cells_are_colab_badge_and_guarded_install():
         assert "colab.research.google.com" in "".join(cells[0]["source"]), notebook.name
         install = "".join(cells[1]["source"])
         assert "google.colab" in install and re.search(r"pip.{0,10}install", install), notebook.name
+
+
+PAPER_CHAPTERS = ("03_ndt1_masked_modelling", "04_poyo_spike_tokens", "05_ndt2_multicontext",
+                  "06_mtm_universal_translator", "07_vq_tokens")
+PAPER_SUBSECTIONS = ("### Data", "### Preprocessing", "### Model", "### Training objective", "### What it reported")
+
+
+def markdown_lines(notebook: Path) -> list[str]:
+    cells = json.loads(notebook.read_text())["cells"]
+    return [line.rstrip() for cell in cells if cell["cell_type"] == "markdown"
+            for line in "".join(cell["source"]).splitlines()]
+
+
+def test_paper_chapters_open_with_the_paper_and_its_five_subsections():
+    """Each paper chapter teaches the paper as published before the book's own version of it."""
+    for stem in PAPER_CHAPTERS:
+        lines = markdown_lines(ROOT / "notebooks" / f"{stem}.ipynb")
+        assert "## The paper" in lines, f"{stem}: no '## The paper' section"
+        start = lines.index("## The paper")
+        end = next((i for i in range(start + 1, len(lines)) if re.match(r"## ", lines[i])), len(lines))
+        section = lines[start:end]
+        positions = [section.index(heading) if heading in section else -1 for heading in PAPER_SUBSECTIONS]
+        assert -1 not in positions, f"{stem}: '## The paper' lacks {[h for h, p in zip(PAPER_SUBSECTIONS, positions) if p < 0]}"
+        assert positions == sorted(positions), f"{stem}: the paper's subsections are out of order"
+        numbered = next((i for i, line in enumerate(lines) if re.match(r"## \d", line)), len(lines))
+        assert start < numbered, f"{stem}: '## The paper' must come before the chapter's numbered sections"
+
+
+def test_no_unchecked_facts_in_any_notebook():
+    for notebook in NOTEBOOKS + sorted((ROOT / "coursework").glob("*.ipynb")):
+        text = notebook.read_text().lower()
+        for phrase in ("from memory", "not checked"):
+            assert phrase not in text, f"{notebook.name} contains {phrase!r}: check the fact or leave it out"

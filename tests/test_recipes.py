@@ -166,3 +166,32 @@ def test_flat_cosine_schedule():
 
 def test_registry_lists_every_model_once():
     assert set(TRANSFORMERS) <= set(MODELS)
+
+
+def test_recipe_ladder_rows_and_the_departures_table(tmp_path):
+    """One benchmark row per ladder step; the table says what each change did on its own."""
+    from mini_decoders.data.synth import write_synthetic
+    from mini_decoders.experiments.recipes import departures_markdown, ladder_effects, load_ladder, run_ladder
+
+    paths = write_synthetic(tmp_path / "d", n_sessions=1, seed=0, n_trials=30, n_units=24)
+    table = run_ladder(["ndt1"], paths, profile="tiny", json_path=tmp_path / "L.json", threads=1, isolate=False,
+                       log=None)
+    ndt1 = get_model("ndt1")
+    labels = [row["label"] for row in table["rows"]]
+    assert labels == ["smoothing", "ndt1@paper"] + [f"ndt1@paper+{d.key}" for d in ndt1.DEPARTURES] + ["ndt1"]
+    assert all(row["status"] == "ok" for row in table["rows"]), [row.get("error") for row in table["rows"]]
+    rows = {row["label"]: row for row in table["rows"]}
+    assert rows["ndt1@paper"]["recipe"] == "paper" and rows["ndt1"]["recipe"] == "default"
+    # a ladder step really trained with its own config: the paper's has no kernel, paper+kernel has one
+    from mini_decoders.run import load_run
+
+    assert load_run(rows["ndt1@paper"]["run"]).config["model_config"]["kernel_bins"] == 0
+    assert load_run(rows["ndt1@paper+kernel"]["run"]).config["model_config"]["kernel_bins"] == \
+        ndt1.recipe_config("tiny")["kernel_bins"]
+    effects = ladder_effects(load_ladder(tmp_path / "L.json"), "ndt1")
+    assert effects["paper"] == rows["ndt1@paper"]["co_bps"] and effects["default"] == rows["ndt1"]["co_bps"]
+    assert effects["changes"]["kernel"]["effect"] == pytest.approx(rows["ndt1@paper+kernel"]["co_bps"] - effects["paper"])
+    text = departures_markdown("ndt1", table=table)
+    assert text.count("\n| **") == len(ndt1.DEPARTURES) and f"{effects['changes']['factors']['effect']:+.4f}" in text
+    assert "`kernel_bins` 0 → 5" in text and "profile tiny" in text
+    assert departures_markdown("ndt1", "quick").count("–") >= len(ndt1.DEPARTURES)  # no ladder: no effects
