@@ -150,10 +150,12 @@ class NDT2(Decoder):
     }
 
     # The paper's recipe. Beyond the abstract (a spatiotemporal transformer pretrained across
-    # sessions, subjects and tasks) the values are those of the authors' code (joel99/context_general_bci:
-    # config/presets.py, exp/arch/base/f32.yaml): patches of 32 neurons, post-norm blocks, half of the
-    # tokens hidden, causal attention, AdamW at 5e-4. NDT2 has no held-out neurons: in its recipe ours get
-    # patches of their own that are always hidden and infilled by the MAE decoder like any hidden patch.
+    # sessions, subjects and tasks) the values are those of the authors' code (joel99/context_general_bci):
+    # patches of 32 neurons, half of the tokens hidden, causal attention (config/exp/arch/base/f32.yaml);
+    # post-norm blocks and a learning rate of 5e-4 (config/config_base.py); fine-tuning at 5e-5, a tenth
+    # (config/exp/arch/base/probe/f32.yaml); no per-neuron rate offset. NDT2 has no held-out neurons: in
+    # its recipe ours get patches of their own that are always hidden and infilled by the MAE decoder
+    # like any hidden patch (our most paper-like choice, not the paper's).
     PAPER = dict(neurons_per_token=32, pre_norm=False, mask_ratio=0.5, causal=True, heldout_readout="infill",
                  heldout_skip=False, skip_init="zero", skip_learned=True, finetune_glm_prior="none",
                  finetune_pooled_lr_mult=1.0, unit_bias=False, lr=5e-4, finetune_lr_scale=0.1)
