@@ -65,7 +65,7 @@ def triangular_unit_counts(n_windows: int, n_units: int, min_units: int, mode_un
 
     The count ``x`` has the density 1 at ``min_units``, rising linearly to ``peak`` at
     ``mode_units`` and falling back to 1 at ``max_units``; the window keeps ``min(floor(x), U)``
-    units, and all ``U`` when the session has fewer than ``min_units``. That density is a
+    units (so all ``U`` when the session has fewer than ``min_units``). That density is a
     uniform density plus a triangle, so it is drawn as a mixture (no rejection loop): uniform with
     probability ``2 / (peak + 1)`` (its share of the area), else ``rng.triangular``.
     (The authors draw it by rejection; their acceptance test divides by a fresh uniform draw
@@ -75,8 +75,6 @@ def triangular_unit_counts(n_windows: int, n_units: int, min_units: int, mode_un
     if not min_units <= mode_units <= max_units or min_units >= max_units or peak < 1:
         raise DataError(f"unit dropout: need min_units <= mode_units <= max_units (min < max) and peak >= 1, got "
                         f"{min_units}, {mode_units}, {max_units}, peak {peak}")
-    if n_units < min_units:
-        return np.full(n_windows, n_units, dtype=np.int64)
     uniform = rng.uniform(min_units, max_units, size=n_windows)  # (N,)
     triangle = rng.triangular(min_units, mode_units, max_units, size=n_windows)  # (N,)
     drawn = np.where(rng.random(n_windows) < 2.0 / (peak + 1.0), uniform, triangle)
