@@ -140,11 +140,13 @@ class POYO(Decoder):
     # random-target periods weigh 1.0 and have no counterpart in our trials); unit dropout from
     # neuro-galaxy/poyo poyo/transforms/unit_dropout.py with the POYO-MP config's counts (min 30, mode
     # 100, max 300, peak 4: our _TRAIN defaults, used only in "triangular" mode); LAMB with a flat then
-    # cosine schedule (base.yaml: OneCycle with div_factor 1, lr_decay_start 0.5) at base_lr 3.125e-5 x
-    # batch size: 5e-4 = 3.125e-5 x 16, the quick profile's batch, for every profile (the full profile's
-    # batch of 128 would give 4e-3); weight decay 1e-4 is already ours. Dropout: the class defaults of
-    # neuro-galaxy/poyo poyo/models/poyo.py. Rotary periods up to 4 s: poyo/nn/rotary_embedding.py.
-    # POYO-1 decodes velocity only, so no condition read-out.
+    # cosine schedule (torch_brain examples/poyo/train.py: OneCycleLR with div_factor 1 and pct_start =
+    # base.yaml's lr_decay_start 0.5) at base_lr 3.125e-5 x batch size: 5e-4 = 3.125e-5 x 16, the quick
+    # profile's batch, for every profile (the full profile's batch of 128 would give 4e-3); weight decay
+    # 1e-4 is already ours (the authors decay every parameter, we spare biases, norms and embedding
+    # tables in both recipes). Dropout: the class defaults of neuro-galaxy/poyo poyo/models/poyo.py.
+    # Rotary periods up to 4 s: poyo/nn/rotary_embedding.py. POYO-1 decodes velocity only, so no
+    # condition read-out.
     PAPER = dict(condition_weight=0.0, move_weight=5.0, hold_weight=0.1, ffn_dropout=0.2, lin_dropout=0.4,
                  atn_dropout=0.0, unit_dropout="triangular", optimizer="lamb", schedule="flat_cosine", lr=5e-4,
                  t_max=4.0)
@@ -159,22 +161,22 @@ class POYO(Decoder):
                   "squared errors weigh 5 during the reach and 0.1 during the hold (authors' code)",
                   "2 from the movement onset on, 1 before it",
                   "the book scores velocity over the whole trial, holds included; at 0.1 the hold is barely fit"),
-        Departure("dropout", "no dropout", ("ffn_dropout", "lin_dropout", "atn_dropout"),
-                  "dropout 0.2 in the feed-forward layers and 0.4 on the latent blocks' residual branches "
-                  "(authors' code)",
-                  "none (tiny and quick profiles)",
-                  "a few hundred steps on one session are too few to overfit; dropout only slows them down"),
+        Departure("dropout", "dropout rates", ("ffn_dropout", "lin_dropout", "atn_dropout"),
+                  "dropout 0.2 in the feed-forward layers and 0.4 on the latent blocks' residual branches, "
+                  "none on attention (authors' code)",
+                  "none in the tiny and quick profiles; the paper's plus 0.2 on attention in the full profile",
+                  "a few hundred steps are too few to overfit; dropout only slows them down"),
         Departure("unit_dropout", "milder unit dropout", ("unit_dropout",),
                   "each window keeps a number of units drawn from a triangular density (30 to 300, most "
                   "likely 100; every unit when a session has fewer than 30) (authors' code)",
                   "each window keeps a uniform fraction of its units, at least 80% (quick)",
                   "the authors' counts suit sessions of hundreds of units; on ~120 units they keep every "
-                  "unit in most windows and a quarter of them in some"),
+                  "unit in most windows and as few as a quarter in others"),
         Departure("optimiser", "AdamW, warm-up and cosine", ("optimizer", "schedule", "lr"),
-                  "LAMB at 3.125e-5 x batch size (5e-4 at batch 16), flat for half of training, then cosine "
+                  "LAMB at 3.125e-5 × batch size (5e-4 at batch 16), flat for half of training, then cosine "
                   "decay (authors' code)",
                   "AdamW at 1.5e-3 (quick) after a short warm-up, then cosine decay",
-                  "LAMB moves each tensor by about lr x its own norm per step, a pace set for 1,000 epochs; "
+                  "LAMB moves each tensor by about lr × its own norm per step, a pace set for 1,000 epochs; "
                   "AdamW at a higher rate learns in a few hundred steps"),
         Departure("rotary", "shorter rotary periods", ("t_max",),
                   "rotary periods from 0.1 ms up to 4 s (authors' release code)",
