@@ -14,7 +14,10 @@ from mini_decoders.errors import RunError
 from mini_decoders.models.base import SessionSpec
 from mini_decoders.models.poyo import POYO, WindowSampler, phase_weights, stitching_windows
 from mini_decoders.tokenizers.spikes import (END, SPIKE, START, SpikeTokenizer, add_start_end_tokens,
-                                             decode_token_codes, encode_token_codes, unit_dropout)
+                                             decode_token_codes, encode_token_codes, triangular_unit_counts,
+                                             unit_dropout)
+from mini_decoders.train import trainer as trainer_module
+from mini_decoders.train.lamb import Lamb
 
 
 
@@ -69,6 +72,58 @@ def test_unit_dropout_removes_spikes_and_markers_of_dropped_units(dataset):
     window = np.repeat(np.arange(4), tokens.lengths)
     assert keep[window, rows.numpy()].all()
     assert (types.numpy() == START).sum() == keep.sum()
+
+
+def test_fraction_unit_dropout_keeps_its_draws():
+    """The default recipe's unit dropout: same seed, same units kept as before the triangular mode existed."""
+    for seed in range(3):
+        reference_rng = np.random.default_rng(seed)
+        n_keep = reference_rng.integers(7, 25, size=5)
+        ranks = reference_rng.random((5, 24)).argsort(axis=1).argsort(axis=1)
+        np.testing.assert_array_equal(unit_dropout(5, 24, 7, np.random.default_rng(seed)), ranks < n_keep[:, None])
+
+
+def authors_density(x: np.ndarray, low=30.0, mode=100.0, high=300.0, peak=4.0) -> np.ndarray:
+    """The unnormalised density of the authors' UnitCustomDistribution on [low, high]."""
+    rising = 1 + (peak - 1) * (x - low) / (mode - low)
+    falling = peak - (peak - 1) * (x - mode) / (high - mode)
+    return np.where(x <= mode, rising, falling)
+
+
+def test_triangular_unit_counts_follow_the_authors_density():
+    rng = np.random.default_rng(0)
+    counts = triangular_unit_counts(200_000, 1000, 30, 100, 300, 4.0, rng)  # 1000 units: never capped
+    assert counts.min() >= 30 and counts.max() <= 299
+    grid = np.linspace(30, 300, 27_001)
+    density = authors_density(grid)
+    mean = np.trapezoid(grid * density, grid) / np.trapezoid(density, grid)
+    assert abs(counts.mean() - (mean - 0.5)) < 0.5  # floor() lowers the mean by half a unit
+    histogram = np.bincount(counts // 10)[3:30]  # units 30-39, 40-49, ..., 290-299
+    assert np.argmax(histogram) + 3 in (9, 10)  # the mode, 100, sits between the 90s and the 100s
+    assert 3.0 < histogram[7] / histogram[0] < 4.0  # 100-109 vs 30-39: density ~3.9 vs ~1.2, 270 x 10 draws
+    # A session of 120 units: never more than it has; all of them whenever the draw is >= 120.
+    capped = triangular_unit_counts(100_000, 120, 30, 100, 300, 4.0, np.random.default_rng(1))
+    assert capped.min() >= 30 and capped.max() == 120
+    share_all = np.trapezoid(authors_density(grid[grid >= 120]), grid[grid >= 120]) / np.trapezoid(density, grid)
+    assert abs(np.mean(capped == 120) - share_all) < 0.01
+    # Fewer units than the minimum: keep them all.
+    np.testing.assert_array_equal(triangular_unit_counts(4, 20, 30, 100, 300, 4.0, rng), [20] * 4)
+    with pytest.raises(Exception, match="min_units <= mode_units"):
+        triangular_unit_counts(4, 200, 100, 30, 300, 4.0, rng)
+
+
+def test_window_sampler_uses_the_configured_unit_dropout(dataset):
+    session = dataset.sessions[0]
+    triangular = tiny_config(unit_dropout="triangular", unit_dropout_min_units=5, unit_dropout_mode_units=8,
+                             unit_dropout_max_units=12)
+    model = POYO.build(dataset.sessions[:1], triangular)
+    sampler = WindowSampler(model, dataset.sessions[:1], "train", triangular)
+    torch.manual_seed(0)
+    batch = sampler.collate([sampler[i] for i in range(len(sampler))])
+    kept = ((batch["input_types"] == START) & batch["input_mask"]).sum(1).numpy()  # one start token per kept unit
+    assert kept.min() >= 5 and kept.max() <= 11 < session.n_units
+    with pytest.raises(RunError, match="unit_dropout must be one of"):
+        WindowSampler(model, dataset.sessions[:1], "train", tiny_config(unit_dropout="none"))
 
 
 # ------------------------------------------------------------------------------ invariances
@@ -187,14 +242,28 @@ def test_overfits_one_batch(dataset):
     assert losses[-1] < 0.1 * losses[0]
 
 
-def test_unit_identification_leaves_frozen_parameters_bit_identical(dataset, tmp_path):
-    model = POYO.build(dataset.sessions[:2], tiny_config())
+@pytest.mark.parametrize("recipe", ["default", "paper"])
+def test_unit_identification_leaves_frozen_parameters_bit_identical(dataset, tmp_path, monkeypatch, recipe):
+    built = []  # LAMB optimisers made: the paper recipe's optimiser reaches fine-tuning
+
+    class SpyLamb(Lamb):
+        def __init__(self, *args, **kwargs):
+            built.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setitem(trainer_module.OPTIMIZERS, "lamb", SpyLamb)
+    config = tiny_config(**(POYO.PAPER if recipe == "paper" else {}))
+    model = POYO.build(dataset.sessions[:2], config)
     model.eval()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     new = dataset.sessions[2]
     with pytest.raises(RunError, match="--mode units"):
         model.spec_for(new)
-    model.finetune([new], "units", {"finetune_steps": 6, "batch_size": 4}, out_dir=tmp_path, progress=False)
+    history = model.finetune([new], "units", {"finetune_steps": 6, "batch_size": 4, "log_every": 1},
+                             out_dir=tmp_path, progress=False)
+    assert bool(built) == (recipe == "paper")
+    first_lr = history["records"][0]["lr"]  # flat_cosine starts at the full rate, warm-up below it
+    assert (first_lr == config["finetune_lr"]) == (recipe == "paper")
     n_units_before = before["tokenizer.unit_vocab.weight"].shape[0]
     for name, parameter in model.named_parameters():
         old = before[name]

@@ -45,7 +45,7 @@ def decode_token_codes(codes: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def unit_dropout(n_windows: int, n_units: int, min_units: int, rng: np.random.Generator) -> np.ndarray:
-    """Which units each window keeps, for the unit-dropout augmentation.
+    """Which units each window keeps, for the unit-dropout augmentation (this book's default).
 
     Each window keeps a uniformly drawn number of units between ``min(min_units, U)`` and ``U``,
     chosen at random: the decoder learns not to rely on any single neuron (electrodes lose and
@@ -56,9 +56,36 @@ def unit_dropout(n_windows: int, n_units: int, min_units: int, rng: np.random.Ge
     """
     low = min(max(int(min_units), 1), n_units)
     n_keep = rng.integers(low, n_units + 1, size=n_windows)  # (N,)
+    return random_unit_subsets(n_keep, n_units, rng)
+
+
+def triangular_unit_counts(n_windows: int, n_units: int, min_units: int, mode_units: int, max_units: int,
+                           peak: float, rng: np.random.Generator) -> np.ndarray:
+    """(N,) number of units each window keeps, as POYO's authors draw it (their ``UnitCustomDistribution``).
+
+    The count ``x`` has the density 1 at ``min_units``, rising linearly to ``peak`` at
+    ``mode_units`` and falling back to 1 at ``max_units``; the window keeps ``min(floor(x), U)``
+    units (so all ``U`` when the session has fewer than ``min_units``). That density is a
+    uniform density plus a triangle, so it is drawn as a mixture (no rejection loop): uniform with
+    probability ``2 / (peak + 1)`` (its share of the area), else ``rng.triangular``.
+    (The authors draw it by rejection; their acceptance test divides by a fresh uniform draw
+    where a constant proposal density belongs, which flattens the peak. We sample the density
+    their class documents.)
+    """
+    if not min_units <= mode_units <= max_units or min_units >= max_units or peak < 1:
+        raise DataError(f"unit dropout: need min_units <= mode_units <= max_units (min < max) and peak >= 1, got "
+                        f"{min_units}, {mode_units}, {max_units}, peak {peak}")
+    uniform = rng.uniform(min_units, max_units, size=n_windows)  # (N,)
+    triangle = rng.triangular(min_units, mode_units, max_units, size=n_windows)  # (N,)
+    drawn = np.where(rng.random(n_windows) < 2.0 / (peak + 1.0), uniform, triangle)
+    return np.minimum(np.floor(drawn).astype(np.int64), n_units)
+
+
+def random_unit_subsets(n_keep: np.ndarray, n_units: int, rng: np.random.Generator) -> np.ndarray:
+    """(N, U) bool: window ``i`` keeps ``n_keep[i]`` of its ``U`` units, chosen uniformly at random."""
     # The rank of a random key is a random permutation per row: keep the n_keep smallest.
-    ranks = rng.random((n_windows, n_units)).argsort(axis=1).argsort(axis=1)
-    return ranks < n_keep[:, None]
+    ranks = rng.random((len(n_keep), n_units)).argsort(axis=1).argsort(axis=1)
+    return ranks < np.asarray(n_keep)[:, None]
 
 
 def add_start_end_tokens(windows: SpikeWindows, unit_rows: np.ndarray,
