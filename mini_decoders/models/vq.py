@@ -336,7 +336,7 @@ class VQ(Decoder):
                   "output"),
         Departure("restarts", "dead-code restarts", ("restart_every",),
                   "none (in neither paper)", "codes unused for a while are moved onto recent encoder outputs",
-                  "keeps the vocabulary in use when codes drift away from the data (section 3)"),
+                  "keeps the vocabulary in use when codes drift away from the data"),
         Departure("masking", "one masked pass, 40% hidden", ("mask_ratio", "symmetric_mask"),
                   "half the tokens hidden, plus a second pass with the complementary mask, both losses summed",
                   "40% of the windows hidden, one pass",
@@ -344,9 +344,8 @@ class VQ(Decoder):
         Departure("head", "code head tied to the codebook", ("tied_code_head",),
                   "a linear classifier over the K codes", "each code scored by its distance to a point the "
                   "model predicts in codebook space",
-                  "reading codes, with a free K-way layer (and a vector per code at the input) the model "
-                  "memorised a few thousand training windows: held-out cross-entropy rose above the codes' "
-                  "entropy"),
+                  "reading codes, a free K-way layer with a vector per code at the input memorised a few "
+                  "thousand training windows: held-out cross-entropy rose above the codes' entropy"),
         Departure("input", "codes as the input", ("code_input",),
                   "the transformer reads the raw patches (hidden ones replaced by a mask token), the codes are "
                   "only its targets, and fine-tuning reads raw input",
