@@ -279,16 +279,18 @@ class VQ(Decoder):
     ``code_dropout``, ``code_input`` (``"codes"``: tokens are the codes; ``"counts"``: tokens are
     the windows' held-in counts and the codes only the targets, as LaBraM), ``mask_ratio``,
     ``symmetric_mask`` (a second pass with the complementary mask, as LaBraM), ``tied_code_head``,
-    ``per_code_embedding``, ``behavior_reads_decoder``, ``code_lr``, ``behavior_lr``; schedule — ``max_steps`` (all
-    stages), ``stage_fractions``, ``warmup_fraction``, plus the Trainer keys (``batch_size``,
-    ``lr`` of the tokenizer, ...).
+    ``per_code_embedding``, ``behavior_reads_decoder``, ``code_lr``, ``behavior_lr``; schedule —
+    ``max_steps`` (all stages), ``stage_fractions``, ``warmup_fraction``, plus the Trainer keys
+    (``batch_size``, ``lr`` of the tokenizer, ...). ``PAPER`` / ``DEPARTURES``: LaBraM's recipe on
+    spikes and each change from it.
     """
 
     name = "vq"
     predicts = {"rates", "hand_vel"}
     _TRAIN = dict(bin_size=0.02, lag=0.0, max_bins=512, beta=0.25, ema_decay=0.99, cosine=False, kmeans_init=True,
                   restart_threshold=0.03, heldout_weight=2.0, behavior_reads_decoder=True, tied_code_head=True,
-                  per_code_embedding=False, code_input="codes", symmetric_mask=False, stage_fractions=[0.4, 0.35, 0.25], warmup_fraction=0.05,
+                  per_code_embedding=False, code_input="codes", symmetric_mask=False,
+                  stage_fractions=[0.4, 0.35, 0.25], warmup_fraction=0.05,
                   weight_decay=0.01, min_lr_ratio=0.05, grad_clip=1.0, precision="auto", device="auto", log_every=10,
                   checkpoint_every=None, num_workers=0, early_stopping_patience=None)
     CONFIGS = {
@@ -331,7 +333,8 @@ class VQ(Decoder):
         Departure("quantiser", "Euclidean codes, commitment 0.25", ("cosine", "beta", "ema_decay", "kmeans_init"),
                   "LaBraM: encoder outputs and codes l2-normalised (nearest code by cosine), EMA codebook, "
                   "commitment weight 1; k-means start in its code",
-                  "nearest code by Euclidean distance, VQ-VAE's commitment weight 0.25; EMA and k-means start as LaBraM",
+                  "nearest code by Euclidean distance, VQ-VAE's commitment weight 0.25; EMA and k-means start "
+                  "as LaBraM",
                   "the tokenizer was tuned as VQ-VAE ran; a cosine lookup ignores the length of each encoder "
                   "output"),
         Departure("restarts", "dead-code restarts", ("restart_every",),
