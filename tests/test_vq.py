@@ -378,3 +378,82 @@ def test_behaviour_stage_starts_from_the_code_model_and_leaves_tokenizer_and_cod
     changed = [k for k, v in model.behavior_model.state_dict().items()
                if not torch.equal(v, frozen.get(f"code_model.{k}", v))]
     assert any(k.startswith("blocks.") for k in changed) and "behavior_head.weight" in changed
+
+
+# ------------------------------------------------------------------------------------------------
+# The paper's recipe (LaBraM's): count tokens, codes only as targets, symmetric masking
+
+def _count_batch(dataset, **overrides):
+    from mini_decoders.models.vq import VQ, collate_codes
+
+    torch.manual_seed(0)
+    config = {**VQ.recipe_config("tiny", "paper"), "seed": 0, "device": "cpu", "precision": "fp32", **overrides}
+    model = VQ.build(dataset.sessions, config).eval()
+    batch = collate_codes(model._code_items(dataset.sessions, "train", with_behavior=False)[:6])
+    return model, batch
+
+
+def test_count_tokens_of_hidden_windows_never_reach_the_code_model(dataset):
+    from mini_decoders.models.vq import random_window_mask
+
+    model, batch = _count_batch(dataset)
+    assert model.reads_counts and batch["windows"].shape[:2] == batch["codes"].shape
+    hidden = random_window_mask(batch["window_valid"], 0.5, torch.Generator().manual_seed(0))
+
+    def outputs(windows):
+        x = model.code_model(batch["session"], batch["window_valid"], hidden, windows=windows)
+        return model.code_model.code_logits(x[batch["window_valid"]], model.tokenizer.quantizer.codebook)
+
+    reference = outputs(batch["windows"])
+    # Any counts in the hidden windows: every logit of every window is the same.
+    noise = torch.poisson(torch.full_like(batch["windows"], 3.0))
+    torch.testing.assert_close(outputs(torch.where(hidden[..., None, None], noise, batch["windows"])), reference,
+                               rtol=0, atol=0)
+    # Visible windows are the input: changing them changes the predictions.
+    assert not torch.allclose(outputs(torch.where(hidden[..., None, None], batch["windows"], noise)), reference)
+
+
+def test_masked_code_loss_scores_each_pass_on_its_hidden_windows(dataset):
+    from mini_decoders.models.vq import random_window_mask
+
+    model, batch = _count_batch(dataset)
+    hidden = random_window_mask(batch["window_valid"], 0.5, torch.Generator().manual_seed(0))
+    complement = batch["window_valid"] & ~hidden
+    other = (batch["codes"] + 1) % model.tokenizer.num_codes
+    for mask in (hidden, complement):
+        loss = model.masked_pass(batch, mask)[0].item()
+        # The codes are targets only: changing those outside the hidden windows changes nothing ...
+        assert model.masked_pass(dict(batch, codes=torch.where(mask, batch["codes"], other)), mask)[0].item() == loss
+        # ... and those inside change the loss.
+        assert model.masked_pass(dict(batch, codes=torch.where(mask, other, batch["codes"])), mask)[0].item() != \
+            pytest.approx(loss, rel=1e-4)
+    # LaBraM's Eq. 12: the loss of the drawn mask plus the loss of its complement.
+    total = model.code_loss(batch, torch.Generator().manual_seed(0))[0].item()
+    assert total == pytest.approx(model.masked_pass(batch, hidden)[0].item()
+                                  + model.masked_pass(batch, complement)[0].item(), rel=1e-6)
+    one_pass, _ = _count_batch(dataset, symmetric_mask=False)
+    assert one_pass.code_loss(batch, torch.Generator().manual_seed(0))[0].item() == \
+        pytest.approx(one_pass.masked_pass(batch, hidden)[0].item(), rel=1e-6)
+
+
+def test_paper_recipe_decodes_velocity_from_counts_and_rates_from_codes(dataset, tmp_path, monkeypatch):
+    from mini_decoders.errors import RunError
+    from mini_decoders.models.vq import VQ
+    from mini_decoders.run import train
+
+    session = dataset.sessions[0]
+    run = train("vq", [session], profile="tiny", recipe="paper", out=tmp_path / "paper", max_steps=30, progress=False)
+    model = run.model.eval()
+    assert model.reads_counts and model.tokenizer.quantizer.cosine and {"co_bps", "vel_r2"} <= set(
+        run.metrics["sessions"][session.id])
+    binned = bin_trials(session, 0.02, split="test", behavior=("hand_vel",))
+    codes, z = model.encode_trials(session, binned)
+    first = model.predict_trials(session, binned)
+    changed = binned.subset(np.arange(len(binned.starts)))
+    changed.counts = np.random.default_rng(0).poisson(2.0, size=binned.counts.shape).astype(np.float32)
+    monkeypatch.setattr(model, "encode_trials", lambda s, b: (codes, z))  # the same codes, other counts
+    second = model.predict_trials(session, changed)
+    np.testing.assert_allclose(second["rates_heldout"], first["rates_heldout"], rtol=1e-6)  # from the codes
+    assert not np.allclose(second["hand_vel"], first["hand_vel"])  # from the counts
+    with pytest.raises(RunError, match="code_input"):
+        VQ.build([session], _config(code_input="bins"))

@@ -10,27 +10,36 @@ them by ``stage_fractions``):
    to put the population's shared state into the codes rather than the held-in neurons' noise.
    The codebook starts from k-means of the first encoder outputs, follows an EMA, and codes that
    fall out of use are restarted on random encoder outputs every ``restart_every`` steps.
-2. **Masked code model**: a transformer over code tokens (a token = a projection of the code's
-   codebook vector, plus a window position and a session vector). ``mask_ratio`` of the windows
-   are replaced by a mask token and their codes predicted with cross-entropy over the K codes
-   (LaBraM's pretraining objective, on spikes). The output is tied to the codebook (a predicted
-   point in code space, scored by distance to every code): with a free ``Linear(D, K)`` head and
-   per-code input vectors the model memorised the training sequences (held-out cross-entropy
-   *rose* above the codes' entropy); tied, it saves ~1 bit per code on held-out trials.
-3. **Behaviour decoder on codes**: a copy of that transformer, fine-tuned with every code visible,
-   and a head that reads hand velocity for each bin of each window (MSE on standardised
-   velocity). With ``behavior_reads_decoder`` each token also gets (through a zero-initialised
-   projection) the frozen tokenizer decoder's contextual vector of its window: a function of the
-   codes only, learned from every neuron's spikes rather than from two velocity channels (on
-   simulated session 0, K = 256: velocity R² 0.66-0.68 without it, 0.70 with it). Not in stage 2:
-   the decoder reads every code, so it would reveal the hidden ones.
+2. **Masked code model**: a transformer over window tokens. ``mask_ratio`` of the windows are
+   replaced by a mask token and their codes predicted with cross-entropy over the K codes
+   (LaBraM's pretraining objective, on spikes). What a token reads is ``code_input``:
+
+   - ``"codes"`` (this book's recipe): a projection of the window's codebook vector. The output
+     is tied to the codebook (a predicted point in code space, scored by distance to every
+     code): with a free ``Linear(D, K)`` head and per-code input vectors the model memorised the
+     training sequences (held-out cross-entropy *rose* above the codes' entropy); tied, it saves
+     ~1 bit per code on held-out trials.
+   - ``"counts"`` (LaBraM's recipe): a per-session linear read-in of the window's held-in counts;
+     the codes are only the targets. A hidden window's counts never reach the model.
+
+   With ``symmetric_mask`` (LaBraM) a second pass hides the complementary windows and the two
+   losses are summed.
+3. **Behaviour decoder**: a copy of that transformer, fine-tuned with every window visible, and a
+   head that reads hand velocity for each bin of each window (MSE on standardised velocity).
+   With ``behavior_reads_decoder`` each token also gets (through a zero-initialised projection)
+   the frozen tokenizer decoder's contextual vector of its window: a function of the codes only,
+   learned from every neuron's spikes rather than from two velocity channels (on simulated
+   session 0, K = 256: velocity R² 0.66-0.68 without it, 0.70 with it). Not in stage 2: the
+   decoder reads every code, so it would reveal the hidden ones.
 
     counts (B, T, U_in) --VQTokenizer--> codes (B, N) --code transformer--> velocity (B, T, 2)
                                           \\--VQ decoder--> rates (B, T, U_in + U_out)
 
 Predictions: ``rates_heldin`` / ``rates_heldout`` are the tokenizer's reconstruction *from the
-codes* (so co-bps measures what the codes say about neurons they never saw); ``hand_vel`` is the
-behaviour decoder's. The tokenizer is non-causal within a trial (its decoder reads all codes).
+codes* in both recipes (so co-bps measures what the codes say about neurons they never saw);
+``hand_vel`` is the behaviour decoder's: from the codes alone with code tokens, from the held-in
+counts with count tokens. The tokenizer is non-causal within a trial (its decoder reads all codes).
+``VQ.PAPER`` / ``VQ.DEPARTURES`` name every difference between the two recipes.
 """
 
 from __future__ import annotations
@@ -51,13 +60,15 @@ from mini_decoders.data.session import Session
 from mini_decoders.errors import DataError, RunError
 from mini_decoders.metrics import bits_per_spike, r2_score
 from mini_decoders.models.base import Decoder, SessionSpec, padded_unit_counts
+from mini_decoders.models.recipes import Departure
 from mini_decoders.nn.attention import TransformerBlock
 from mini_decoders.nn.positions import LearnedPositions
 from mini_decoders.nn.quantize import perplexity
-from mini_decoders.tokenizers.vq import VQTokenizer, window_mask
+from mini_decoders.tokenizers.vq import VQTokenizer, split_windows, window_mask
 
 BEHAVIOR = "hand_vel"
 STAGES = ("tokenizer", "codes", "behavior")
+CODE_INPUTS = ("codes", "counts")  # what the code model's tokens read
 PAD_CODE = -1  # codes of padded windows in the arrays this module returns
 
 
@@ -86,11 +97,13 @@ def random_window_mask(window_valid: Tensor, ratio: float, generator: torch.Gene
 def collate_codes(items: list[dict]) -> dict[str, Tensor]:
     """Pad code sequences of unequal length.
 
-    Items: ``codes`` (N_i,) int64, ``session`` int, optional ``behavior`` (N_i * W, D) float32.
+    Items: ``codes`` (N_i,) int64, ``session`` int, optional ``behavior`` (N_i * W, D) float32,
+    optional ``heldin`` (T_i, U_in_max) float32 counts with ``window`` W (bins per code).
 
     Returns:
         ``codes`` (B, N) int64 (0 in padding), ``window_valid`` (B, N) bool, ``session`` (B,),
-        and ``behavior`` (B, N * W, D) NaN-padded when the items have it.
+        ``behavior`` (B, N * W, D) NaN-padded when the items have it, and ``windows``
+        (B, N, W, U_in_max) zero-padded held-in counts when the items have ``heldin``.
     """
     n_windows = max(len(item["codes"]) for item in items)
     codes = np.zeros((len(items), n_windows), dtype=np.int64)
@@ -100,6 +113,12 @@ def collate_codes(items: list[dict]) -> dict[str, Tensor]:
         valid[row, :len(item["codes"])] = True
     batch = {"codes": torch.from_numpy(codes), "window_valid": torch.from_numpy(valid),
              "session": torch.tensor([item["session"] for item in items], dtype=torch.int64)}
+    if "heldin" in items[0]:
+        window = int(items[0]["window"])
+        counts = np.zeros((len(items), n_windows * window, items[0]["heldin"].shape[1]), dtype=np.float32)
+        for row, item in enumerate(items):
+            counts[row, :len(item["heldin"])] = item["heldin"]
+        batch["windows"] = torch.from_numpy(counts).reshape(len(items), n_windows, window, -1)
     if "behavior" in items[0]:
         n_bins = max(len(item["behavior"]) for item in items)
         behavior = np.full((len(items), n_bins, items[0]["behavior"].shape[1]), np.nan, dtype=np.float32)
@@ -113,7 +132,12 @@ def collate_codes(items: list[dict]) -> dict[str, Tensor]:
 # The transformer over code tokens
 
 class CodeTransformer(nn.Module):
-    """Code tokens -> contextual vectors, with a masked-code head and a velocity head.
+    """Window tokens -> contextual vectors, with a masked-code head and a velocity head.
+
+    A token is one window of ``window`` bins. It is read from the window's code (this book's
+    recipe: a projection of the codebook vector) or, with ``count_units`` > 0, from the window's
+    held-in counts (LaBraM's recipe: the encoder reads the raw patches and the codes are only its
+    targets), plus a window position and a session vector.
 
     Args:
         codebook_dim: C, size of a codebook vector (tokens start from the code's vector).
@@ -125,26 +149,36 @@ class CodeTransformer(nn.Module):
         behavior_dims: velocity channels.
         feature_dim: size of an optional extra input per token (0 = none).
         per_code_embedding: add a free learned vector per code to its token (on top of the
-            projection of its codebook vector).
+            projection of its codebook vector; unused with ``count_units``).
         tied_head: score the codes by distance in codebook space (see :meth:`code_logits`) instead
             of with a free ``Linear(D, K)``.
+        count_units: U_in_max; > 0 makes each token a per-session linear read-in of the window's
+            ``window x count_units`` held-in counts instead of its code.
     """
 
     def __init__(self, codebook_dim: int, num_codes: int, n_sessions: int, dim: int, layers: int, heads: int,
                  dropout: float, max_windows: int, window: int, behavior_dims: int = 2, feature_dim: int = 0,
-                 per_code_embedding: bool = True, tied_head: bool = False):
+                 per_code_embedding: bool = True, tied_head: bool = False, count_units: int = 0):
         super().__init__()
         self.window, self.behavior_dims = window, behavior_dims
-        self.code_projection = nn.Linear(codebook_dim, dim)
+        self.reads_counts = count_units > 0
+        if self.reads_counts:
+            # (S, W * U, D): one Linear per session, stacked so a batch can mix sessions in one einsum.
+            fan_in = window * count_units
+            self.read_in_weight = nn.Parameter(torch.randn(n_sessions, fan_in, dim) / math.sqrt(fan_in))
+            self.read_in_bias = nn.Parameter(torch.zeros(n_sessions, dim))
+            self.code_projection = self.code_embedding = None
+        else:
+            self.code_projection = nn.Linear(codebook_dim, dim)
+            self.code_embedding = nn.Embedding(num_codes, dim) if per_code_embedding else None
+            if self.code_embedding is not None:
+                nn.init.zeros_(self.code_embedding.weight)  # start from the codebook's geometry alone
         # Optional extra input per token (the VQ decoder's view of the code sequence), zero at the
         # start so that a pretrained code model is unchanged until fine-tuning finds it useful.
         self.feature_projection = nn.Linear(feature_dim, dim) if feature_dim else None
         if self.feature_projection is not None:
             nn.init.zeros_(self.feature_projection.weight)
             nn.init.zeros_(self.feature_projection.bias)
-        self.code_embedding = nn.Embedding(num_codes, dim) if per_code_embedding else None
-        if self.code_embedding is not None:
-            nn.init.zeros_(self.code_embedding.weight)  # start from the codebook's geometry alone
         self.mask_token = nn.Parameter(torch.randn(dim) * 0.02)
         self.positions = LearnedPositions(max_windows, dim)
         self.session_embedding = nn.Embedding(n_sessions, dim)
@@ -161,29 +195,48 @@ class CodeTransformer(nn.Module):
         self.tied_head = tied_head
         self.behavior_head = nn.Linear(dim, window * behavior_dims)
 
-    def forward(self, codes: Tensor, code_vectors: Tensor, session: Tensor, window_valid: Tensor | None = None,
-                hidden: Tensor | None = None, features: Tensor | None = None) -> Tensor:
-        """Contextual token vectors.
+    def embed(self, session: Tensor, codes: Tensor | None = None, code_vectors: Tensor | None = None,
+              windows: Tensor | None = None) -> Tensor:
+        """Token vectors before masking, positions and context: (B, N, D).
 
         Args:
-            codes: (B, N) int64 codes.
-            code_vectors: (B, N, C) their codebook rows.
-            session: (B,) session index.
-            window_valid: (B, N) bool real windows (None = all).
-            hidden: (B, N) bool tokens replaced by the mask token (None = none).
-            features: (B, N, F) extra input per token (None = none); must not be used with
-                ``hidden`` if it carries information about the hidden codes.
-        Returns:
-            (B, N, D).
+            codes: (B, N) int64 and code_vectors: (B, N, C) their codebook rows (code tokens), or
+            windows: (B, N, W, U_in_max) held-in counts (count tokens).
         """
+        if self.reads_counts:
+            if windows is None:
+                raise RunError("this code model reads counts (config code_input='counts'): pass `windows`")
+            return (torch.einsum("bnk,bkd->bnd", windows.flatten(2).float(), self.read_in_weight[session])
+                    + self.read_in_bias[session][:, None, :])
+        if code_vectors is None:
+            raise RunError("this code model reads codes (config code_input='codes'): pass `codes` and `code_vectors`")
         x = self.code_projection(code_vectors)  # (B, N, D)
         if self.code_embedding is not None:
             x = x + self.code_embedding(codes)
+        return x
+
+    def forward(self, session: Tensor, window_valid: Tensor | None = None, hidden: Tensor | None = None, *,
+                codes: Tensor | None = None, code_vectors: Tensor | None = None, windows: Tensor | None = None,
+                features: Tensor | None = None) -> Tensor:
+        """Contextual token vectors.
+
+        Args:
+            session: (B,) session index.
+            window_valid: (B, N) bool real windows (None = all).
+            hidden: (B, N) bool tokens replaced by the mask token (None = none): nothing of a
+                hidden window's input (code or counts) reaches the output.
+            codes, code_vectors, windows: the input, see :meth:`embed`.
+            features: (B, N, F) extra input per token (None = none); must not be used with
+                ``hidden`` if it carries information about the hidden windows.
+        Returns:
+            (B, N, D).
+        """
+        x = self.embed(session, codes, code_vectors, windows)  # (B, N, D)
         if hidden is not None:
             x = torch.where(hidden[..., None], self.mask_token.to(x.dtype), x)
         if features is not None and self.feature_projection is not None:
             x = x + self.feature_projection(features)
-        x = x + self.positions(codes.shape[1]) + self.session_embedding(session)[:, None, :]
+        x = x + self.positions(x.shape[1]) + self.session_embedding(session)[:, None, :]
         x = self.embed_dropout(x)
         if window_valid is not None and bool(window_valid.all()):
             window_valid = None
@@ -223,17 +276,21 @@ class VQ(Decoder):
     ``ema_decay`` (None = codebook by gradient), ``cosine``, ``kmeans_init``, ``restart_every``
     (steps; 0 = never restart dead codes), ``restart_threshold``, ``usage_decay``,
     ``heldout_weight``; code model — ``code_dim_model``, ``code_layers``, ``code_heads``,
-    ``code_dropout``, ``mask_ratio``, ``tied_code_head``, ``per_code_embedding``,
-    ``behavior_reads_decoder``, ``code_lr``, ``behavior_lr``; schedule — ``max_steps`` (all
-    stages), ``stage_fractions``, ``warmup_fraction``, plus the Trainer keys (``batch_size``,
-    ``lr`` of the tokenizer, ...).
+    ``code_dropout``, ``code_input`` (``"codes"``: tokens are the codes; ``"counts"``: tokens are
+    the windows' held-in counts and the codes only the targets, as LaBraM), ``mask_ratio``,
+    ``symmetric_mask`` (a second pass with the complementary mask, as LaBraM), ``tied_code_head``,
+    ``per_code_embedding``, ``behavior_reads_decoder``, ``code_lr``, ``behavior_lr``; schedule —
+    ``max_steps`` (all stages), ``stage_fractions``, ``warmup_fraction``, plus the Trainer keys
+    (``batch_size``, ``lr`` of the tokenizer, ...). ``PAPER`` / ``DEPARTURES``: LaBraM's recipe on
+    spikes and each change from it.
     """
 
     name = "vq"
     predicts = {"rates", "hand_vel"}
     _TRAIN = dict(bin_size=0.02, lag=0.0, max_bins=512, beta=0.25, ema_decay=0.99, cosine=False, kmeans_init=True,
                   restart_threshold=0.03, heldout_weight=2.0, behavior_reads_decoder=True, tied_code_head=True,
-                  per_code_embedding=False, stage_fractions=[0.4, 0.35, 0.25], warmup_fraction=0.05,
+                  per_code_embedding=False, code_input="codes", symmetric_mask=False,
+                  stage_fractions=[0.4, 0.35, 0.25], warmup_fraction=0.05,
                   weight_decay=0.01, min_lr_ratio=0.05, grad_clip=1.0, precision="auto", device="auto", log_every=10,
                   checkpoint_every=None, num_workers=0, early_stopping_patience=None)
     CONFIGS = {
@@ -260,6 +317,49 @@ class VQ(Decoder):
                      code_lr=5e-4, behavior_lr=5e-4, val_every=500, checkpoint_every=2000),
     }
 
+    # The paper's recipe (``recipe="paper"``). No paper trains a VQ tokenizer on spikes, so this is
+    # LaBraM's tokenizer and masked pretraining (Jiang et al., ICLR 2024) as closely as spikes allow:
+    # l2-normalised codes searched by cosine similarity (Eq. 4), an EMA codebook (§2.2; decay 0.99
+    # as VQ-VAE's App. A.1 and LaBraM's code), codebook and commitment terms both of weight 1
+    # (Eq. 9; code: beta=1.0), k-means start (LaBraM's code, not its paper) and no dead-code
+    # restart (in neither); half the tokens masked (Table 4) with the symmetric complement as a
+    # second pass (Eq. 12); a linear classifier over the codes (Eq. 10); an encoder that reads the
+    # raw patches, codes being only its targets, and is then fine-tuned on raw input (§2.3). What
+    # spikes force on both recipes (windows of population counts, a Poisson reconstruction of every
+    # neuron instead of Fourier amplitude and phase, per-session read-ins) is not a departure.
+    PAPER = dict(cosine=True, beta=1.0, ema_decay=0.99, kmeans_init=True, restart_every=0, mask_ratio=0.5,
+                 symmetric_mask=True, tied_code_head=False, code_input="counts", behavior_reads_decoder=False)
+    DEPARTURES = (
+        Departure("quantiser", "Euclidean codes, commitment 0.25", ("cosine", "beta", "ema_decay", "kmeans_init"),
+                  "LaBraM: encoder outputs and codes l2-normalised (nearest code by cosine), EMA codebook, "
+                  "commitment weight 1; k-means start in its code",
+                  "nearest code by Euclidean distance, VQ-VAE's commitment weight 0.25; EMA and k-means start "
+                  "as LaBraM",
+                  "the tokenizer was tuned as VQ-VAE ran; a cosine lookup ignores the length of each encoder "
+                  "output"),
+        Departure("restarts", "dead-code restarts", ("restart_every",),
+                  "none (in neither paper)", "codes unused for a while are moved onto recent encoder outputs",
+                  "keeps the vocabulary in use when codes drift away from the data"),
+        Departure("masking", "one masked pass, 40% hidden", ("mask_ratio", "symmetric_mask"),
+                  "half the tokens hidden, plus a second pass with the complementary mask, both losses summed",
+                  "40% of the windows hidden, one pass",
+                  "the ratio the code-token model was tuned with; half the cost of stage 2"),
+        Departure("head", "code head tied to the codebook", ("tied_code_head",),
+                  "a linear classifier over the K codes", "each code scored by its distance to a point the "
+                  "model predicts in codebook space",
+                  "reading codes, a free K-way layer with a vector per code at the input memorised a few "
+                  "thousand training windows: held-out cross-entropy rose above the codes' entropy"),
+        Departure("input", "codes as the input", ("code_input",),
+                  "the transformer reads the raw patches (hidden ones replaced by a mask token), the codes are "
+                  "only its targets, and fine-tuning reads raw input",
+                  "the transformer reads the codes, and velocity is decoded from the codes alone",
+                  "the chapter asks what the codes keep: a decoder on codes can use nothing else"),
+        Departure("decoder_context", "tokenizer decoder as context", ("behavior_reads_decoder",),
+                  "the fine-tuned encoder alone",
+                  "each token also gets the frozen tokenizer decoder's vector of its window",
+                  "a reading of the codes learned from every neuron's spikes, not from two velocity channels"),
+    )
+
     def __init__(self, specs: list[SessionSpec], config: dict) -> None:
         super().__init__(specs, config)
         c = self.config
@@ -267,6 +367,9 @@ class VQ(Decoder):
             if spec.n_heldin == 0:
                 raise DataError(f"vq encodes held-in units, but session {spec.id!r} has none (all "
                                 f"{len(spec.heldout)} units are marked `heldout`)")
+        if c.get("code_input", "codes") not in CODE_INPUTS:
+            raise RunError(f"vq config `code_input` must be one of {CODE_INPUTS}, got {c['code_input']!r}")
+        self.reads_counts = c.get("code_input", "codes") == "counts"
         fractions = [float(f) for f in c["stage_fractions"]]
         if len(fractions) != len(STAGES) or min(fractions) < 0 or sum(fractions) <= 0:
             raise RunError(f"vq config `stage_fractions` must be {len(STAGES)} non-negative numbers (tokenizer, "
@@ -290,7 +393,8 @@ class VQ(Decoder):
                                    int(c["code_layers"]), int(c["code_heads"]), float(c["code_dropout"]),
                                    self.tokenizer.max_windows, self.window, behavior_dims,
                                    int(c["dim"]) if c.get("behavior_reads_decoder") else 0,
-                                   bool(c.get("per_code_embedding", True)), bool(c.get("tied_code_head", False)))
+                                   bool(c.get("per_code_embedding", True)), bool(c.get("tied_code_head", False)),
+                                   self.max_heldin if self.reads_counts else 0)
 
         # Two copies: the masked code model (stage 2), and the behaviour decoder (stage 3), which
         # starts from it and is fine-tuned for velocity (fine-tuning in place would erase the
@@ -341,37 +445,76 @@ class VQ(Decoder):
         generator = torch.Generator().manual_seed(int(self.config.get("seed", 0)) * 1_000_003 + step)
         self.tokenizer.quantizer.restart_dead_codes(self._last_vectors, generator)
 
-    def code_inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Codes (B, N) with padding mapped to code 0, and their codebook rows (B, N, C)."""
+    def code_inputs(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """What the code model reads, as keyword arguments of :meth:`CodeTransformer.forward`.
+
+        Code tokens: ``codes`` (B, N) with padding mapped to code 0 and ``code_vectors`` (B, N, C),
+        their codebook rows. Count tokens (``code_input="counts"``): ``windows`` (B, N, W, U_in_max),
+        plus ``codes`` (the tokenizer decoder's input when ``behavior_reads_decoder``).
+        """
         codes = batch["codes"].clamp_min(0)
-        return codes, self.tokenizer.quantizer.lookup(codes).detach()
+        if self.reads_counts:
+            if "windows" not in batch:
+                raise RunError("vq with code_input='counts' needs the held-in counts in the batch (`windows`): "
+                               "build items with `_code_items`, which adds them")
+            return {"codes": codes, "windows": batch["windows"]}
+        return {"codes": codes, "code_vectors": self.tokenizer.quantizer.lookup(codes).detach()}
+
+    def masked_pass(self, batch: dict[str, Tensor], hidden: Tensor) -> tuple[Tensor, Tensor]:
+        """One pass of masked code prediction: hide the windows ``hidden`` (B, N), predict their codes.
+
+        Returns:
+            the mean cross-entropy over the hidden windows (scalar) and their (M, K) logits.
+        """
+        inputs = self.code_inputs(batch)
+        x = self.code_model(batch["session"], batch["window_valid"], hidden, **inputs)
+        logits = self.code_model.code_logits(x[hidden], self.tokenizer.quantizer.codebook.detach()).float()  # (M, K)
+        return F.cross_entropy(logits, inputs["codes"][hidden]), logits
 
     def code_loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None
                   ) -> tuple[Tensor, dict[str, float]]:
-        """Cross-entropy over the codebook of the hidden code tokens (masked code prediction)."""
-        codes, vectors = self.code_inputs(batch)
-        hidden = random_window_mask(batch["window_valid"], float(self.config["mask_ratio"]), generator)
-        x = self.code_model(codes, vectors, batch["session"], batch["window_valid"], hidden)
-        logits = self.code_model.code_logits(x[hidden], self.tokenizer.quantizer.codebook.detach()).float()  # (M, K)
-        loss = F.cross_entropy(logits, codes[hidden])
-        with torch.no_grad():
-            accuracy = (logits.argmax(-1) == codes[hidden]).float().mean()
-        return loss, {"code_accuracy": float(accuracy)}
+        """Cross-entropy over the codebook of the hidden windows (masked code prediction).
 
-    def decode_velocity(self, codes: Tensor, session: Tensor, window_valid: Tensor | None = None) -> Tensor:
-        """Codes (B, N) (padding: any valid code) -> standardised velocity (B, N * W, D) of every bin."""
+        With ``symmetric_mask`` (LaBraM's Eq. 12) a second pass hides the complement, every real
+        window the first pass showed, and the two losses are summed.
+        """
+        hidden = random_window_mask(batch["window_valid"], float(self.config["mask_ratio"]), generator)
+        masks = [hidden]
+        if self.config.get("symmetric_mask"):
+            complement = batch["window_valid"] & ~hidden
+            if bool(complement.any()):
+                masks.append(complement)
+        loss, correct, scored = torch.zeros((), device=hidden.device), 0.0, 0
+        targets = batch["codes"].clamp_min(0)
+        for mask in masks:
+            pass_loss, logits = self.masked_pass(batch, mask)
+            loss = loss + pass_loss
+            with torch.no_grad():
+                correct += float((logits.argmax(-1) == targets[mask]).sum())
+                scored += int(mask.sum())
+        return loss, {"code_accuracy": correct / max(scored, 1)}
+
+    def decode_velocity(self, codes: Tensor, session: Tensor, window_valid: Tensor | None = None,
+                        windows: Tensor | None = None) -> Tensor:
+        """Standardised velocity (B, N * W, D) of every bin, every window visible.
+
+        Args:
+            codes: (B, N) codes (padding: any valid code).
+            windows: (B, N, W, U_in_max) held-in counts; the input when ``code_input="counts"``.
+        """
         vectors = self.tokenizer.quantizer.lookup(codes).detach()
         features = None
         if self.behavior_model.feature_projection is not None:
             with torch.no_grad():  # the VQ decoder's reading of the codes; frozen, a function of the codes only
                 features = self.tokenizer.decoder_features(vectors, window_valid)
-        x = self.behavior_model(codes, vectors, session, window_valid, features=features)
+        inputs = {"windows": windows} if self.reads_counts else {"codes": codes, "code_vectors": vectors}
+        x = self.behavior_model(session, window_valid, features=features, **inputs)
         return self.behavior_model.velocity(x)
 
     def behavior_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        """MSE of the standardised velocity of every real bin, all codes visible."""
-        codes, _ = self.code_inputs(batch)
-        predicted = self.decode_velocity(codes, batch["session"], batch["window_valid"]).float()
+        """MSE of the standardised velocity of every real bin, every window visible."""
+        predicted = self.decode_velocity(batch["codes"].clamp_min(0), batch["session"], batch["window_valid"],
+                                         batch.get("windows")).float()
         predicted = predicted[:, :batch["behavior"].shape[1]]
         target = batch["behavior"]
         scored = torch.isfinite(target).all(-1, keepdim=True)
@@ -390,6 +533,14 @@ class VQ(Decoder):
     def _trial_arrays(self, binned: BinnedTrials, spec: SessionSpec) -> tuple[np.ndarray, np.ndarray]:
         """(N, T, U_in_max) held-in and (N, T, U_out_max) held-out float32 counts, zero-padded units."""
         return padded_unit_counts(binned, spec, self.max_heldin, self.max_heldout)
+
+    def _windows(self, binned: BinnedTrials, spec: SessionSpec) -> Tensor | None:
+        """(N, N_windows, W, U_in_max) held-in counts of real bins (zeros past a trial's end) when the
+        code model reads counts; None when it reads codes."""
+        if not self.reads_counts:
+            return None
+        heldin = self._trial_arrays(binned, spec)[0] * binned.mask[..., None]
+        return split_windows(torch.from_numpy(np.ascontiguousarray(heldin, dtype=np.float32)), self.window)
 
     def _binned(self, session: Session, split: str | tuple[str, ...] | None) -> BinnedTrials:
         behavior = (BEHAVIOR,) if self.decodes_behavior else ()
@@ -436,11 +587,14 @@ class VQ(Decoder):
     def _code_items(self, sessions: list[Session], split: str, with_behavior: bool) -> list[dict]:
         items = []
         for session in sessions:
-            index, _ = self.spec_for(session)
+            index, spec = self.spec_for(session)
             binned = self._binned(session, split)
             codes, _ = self.encode_trials(session, binned)
+            heldin = self._trial_arrays(binned, spec)[0] if self.reads_counts else None
             for i, n_bins in enumerate(binned.lengths):
                 item = {"codes": codes[i, :-(-int(n_bins) // self.window)], "session": index}
+                if heldin is not None:
+                    item.update(heldin=heldin[i, :n_bins], window=self.window)
                 if with_behavior:
                     velocity = binned.behavior[BEHAVIOR][i, :n_bins]
                     mean = self.velocity_mean_stat[index].cpu().numpy()
@@ -596,8 +750,8 @@ class VQ(Decoder):
             if stage == "codes":
                 loss, logs = self.code_loss(batch, torch.Generator().manual_seed(0))
                 return {"val_code_ce": float(loss), "val_code_accuracy": logs["code_accuracy"]}
-            codes, _ = self.code_inputs(batch)
-            predicted = self.decode_velocity(codes, batch["session"], batch["window_valid"])
+            predicted = self.decode_velocity(batch["codes"].clamp_min(0), batch["session"], batch["window_valid"],
+                                             batch.get("windows"))
             predicted = predicted[:, :batch["behavior"].shape[1]].float().cpu().numpy()
             return {"val_vel_r2": r2_score(predicted, batch["behavior"].cpu().numpy())}
         return validate
@@ -607,19 +761,21 @@ class VQ(Decoder):
     def predict_trials(self, session: Session, binned: BinnedTrials) -> dict[str, np.ndarray]:
         index, spec = self.spec_for(session)
         codes, _ = self.encode_trials(session, binned)
+        windows = self._windows(binned, spec)
         was_training = self.training
         self.eval()
         device = self.tokenizer.read_out_bias.device
         n_bins = binned.counts.shape[1]
         rates, velocity = [], []
-        for chunk in torch.split(torch.from_numpy(codes), 256):  # bounded memory
-            chunk = chunk.to(device)
+        for start in range(0, len(codes), 256):  # bounded memory
+            chunk = torch.from_numpy(codes[start:start + 256]).to(device)
             valid = chunk >= 0
             sessions = torch.full((len(chunk),), index, dtype=torch.int64, device=device)
             log_rates = self.tokenizer.decode_codes(chunk.clamp_min(0), sessions, valid)[:, :n_bins]
             rates.append(torch.exp(log_rates.float().clamp(max=20)).cpu())
             if self.decodes_behavior:
-                standardised = self.decode_velocity(chunk.clamp_min(0), sessions, valid)[:, :n_bins].float()
+                counts = None if windows is None else windows[start:start + 256].to(device)
+                standardised = self.decode_velocity(chunk.clamp_min(0), sessions, valid, counts)[:, :n_bins].float()
                 velocity.append((standardised * self.velocity_std_stat[index] + self.velocity_mean_stat[index]).cpu())
         self.train(was_training)
         n_units = self.max_heldin + self.max_heldout
@@ -639,20 +795,21 @@ class VQ(Decoder):
             context-free baseline: ``unigram_accuracy`` (always the most frequent code of these
             trials) and ``unigram_bits`` (their code entropy).
         """
-        index, _ = self.spec_for(session)
+        index, spec = self.spec_for(session)
         codes, _ = self.encode_trials(session, binned)
         was_training = self.training
         self.eval()
         device = self.tokenizer.read_out_bias.device
         batch = {"codes": torch.from_numpy(codes).to(device), "window_valid": torch.from_numpy(codes >= 0).to(device),
                  "session": torch.full((len(codes),), index, dtype=torch.int64, device=device)}
-        inputs, vectors = self.code_inputs(batch)
+        windows = self._windows(binned, spec)
+        if windows is not None:
+            batch["windows"] = windows.to(device)
         hidden = random_window_mask(batch["window_valid"], float(self.config["mask_ratio"]),
                                     torch.Generator().manual_seed(seed))
-        x = self.code_model(inputs, vectors, batch["session"], batch["window_valid"], hidden)
-        logits = self.code_model.code_logits(x[hidden], self.tokenizer.quantizer.codebook.detach()).float()
+        _, logits = self.masked_pass(batch, hidden)
         self.train(was_training)
-        targets = inputs[hidden]
+        targets = batch["codes"][hidden]
         frequency = np.bincount(codes[codes >= 0], minlength=self.tokenizer.num_codes) / max((codes >= 0).sum(), 1)
         return {"accuracy": float((logits.argmax(-1) == targets).float().mean()),
                 "bits": float(F.cross_entropy(logits, targets)) / math.log(2),
