@@ -28,9 +28,11 @@ paper's mix) co-smooth about 0.007 bits/spike worse than temporal masking only. 
 scheme NLB co-smoothing ties the baseline (within 0.003 bits/spike in four runs) while the other
 three questions, and the paper's co-smoothing, keep MtM's gains over it.
 
-The four evaluations, and the paper's own co-smoothing (each held-in neuron predicted from the
-others: a question only the neuron scheme practises), land in the ``eval`` JSON through
-:meth:`MtM.extra_metrics` (:mod:`mini_decoders.evaluation`); the four pick the checkpoint.
+The four evaluations, the paper's own co-smoothing (each held-in neuron predicted from the
+others: a question only the neuron scheme practises) and its intra-region question (each held-in
+neuron predicted from the rest of its area alone), each scored pooled and per neuron, land in the
+``eval`` JSON through :meth:`MtM.extra_metrics` (:mod:`mini_decoders.evaluation`); the four pick
+the checkpoint.
 :meth:`MtM.finetune` adapts a pretrained model to a new session: new read-in, read-out and
 session token, trained with the same masking (``units``: only those; ``full``: everything).
 """
@@ -63,7 +65,7 @@ MASK_MODES = {"all": ("neuron", "causal", "intra_region", "inter_region"),  # th
               "combined": ("neuron", "causal"),
               **{scheme: (scheme,) for scheme in PROMPTS}}  # "temporal" = the NDT baseline
 TASK_PROMPTS = {"co_smoothing": "neuron", "forward_prediction": "causal", "intra_region": "intra_region",
-                "inter_region": "inter_region", "heldin_co_smoothing": "neuron"}
+                "inter_region": "inter_region", "heldin_co_smoothing": "neuron", "intra_region_loo": "intra_region"}
 N_CONTEXT = 2  # prompt token, session token
 
 # The default mix: NDT's temporal scheme in 70% of the batches, the paper's four in 7.5% each.
@@ -325,11 +327,11 @@ class MtM(NDT1):
         Args:
             prompts: task -> prompt to answer it with (default :meth:`prompt_for`); e.g. to see
                 what a wrong prompt costs.
-            tasks: which evaluations (default all five: the four questions and the paper's
-                held-in co-smoothing).
+            tasks: which evaluations (default all six: the four questions, the paper's held-in
+                co-smoothing and its leave-one-out intra-region question).
 
         Returns:
-            task -> ``{"bps", "psth_r2", "trial_r2"}``.
+            task -> ``{"bps", "neuron_bps", "psth_r2", "trial_r2"}``.
         """
         self.spec_for(session)
         prompts = {**{task: self.prompt_for(task) for task in tasks}, **(prompts or {})}
@@ -338,7 +340,7 @@ class MtM(NDT1):
                               forward_bins=int(self.config["forward_bins"]), n_folds=int(self.config["intra_folds"]))
 
     def extra_metrics(self, session: Session, binned: BinnedTrials) -> dict[str, float | None]:
-        """The eval-JSON entries of :meth:`evaluate_tasks`: ``cosmooth_bps``, ``heldin_cosmooth_bps``, ..."""
+        """The eval-JSON entries of :meth:`evaluate_tasks`: ``cosmooth_bps``, ``intra_loo_neuron_bps``, ..."""
         return flat_task_scores(self.evaluate_tasks(session, binned))
 
     # ------------------------------------------------------------------ training
