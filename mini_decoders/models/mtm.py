@@ -100,20 +100,24 @@ class MtM(NDT1):
                for profile, config in NDT1.CONFIGS.items()}
     # The paper's recipe. Beyond the paper's Fig. 1 (four schemes, alternated during training, a
     # prompt per scheme) the values are those of the authors' code (colehurwitz/IBL_foundation_model:
-    # src/models/masker.py, src/configs/ndt1_stitching_prompting.yaml, ssl_sessions_trainer.yaml):
-    # one of the four schemes drawn uniformly per batch, single masked bins for the causal scheme, an
-    # NDT1 reading raw counts through a per-session linear "stitcher", dropout 0.4 in the transformer
-    # and 0.2 on the embedding, AdamW at 5e-4 with weight decay 0.01.
-    PAPER = dict(PAPER_RECIPE, causal_max_span=1, kernel_bins=0, factors=None, transform="none", dropout=0.4,
-                 embed_dropout=0.2, lr=5e-4, weight_decay=0.01)
+    # src/models/masker.py@0a11bb9, src/configs/ndt1_stitching_prompting.yaml@384dfe3,
+    # src/configs/ssl_sessions_trainer.yaml@0598cb5): one of the four schemes drawn uniformly per
+    # batch, 30% masked with zeros (as the default), single masked bins for the causal and temporal
+    # schemes (Bernoulli per bin), an NDT1 reading raw counts through a per-session linear
+    # "stitcher", dropout 0.4 in the transformer and 0.2 on the embedding, AdamW at 5e-4 with weight
+    # decay 0.01 (another commit of the trainer config has 1e-4). Not taken: its OneCycle schedule
+    # (15% warm-up) and batch 16, sizes that stay the profile's.
+    PAPER = dict(PAPER_RECIPE, causal_max_span=1, mask_max_span=1, kernel_bins=0, factors=None, transform="none",
+                 dropout=0.4, embed_dropout=0.2, lr=5e-4, weight_decay=0.01)
     DEPARTURES = (
         Departure("temporal", "NDT's temporal scheme in the mix", ("mask_mode", "scheme_weights"),
                   "the four schemes (neuron, causal, intra-, inter-region), one drawn uniformly per batch",
                   "a fifth, NDT's temporal scheme with its own prompt, in 70% of the batches; the four share the rest",
                   "in NLB-layout data the held-out neurons are scored in every batch; the temporal scheme keeps "
                   "NLB co-smoothing level with the temporal-only baseline"),
-        Departure("spans", "causal spans", ("causal_max_span",),
-                  "the causal scheme hides single bins", "spans of up to 10 bins",
+        Departure("spans", "masked spans", ("causal_max_span", "mask_max_span"),
+                  "the causal (and the baseline's temporal) scheme hides single bins",
+                  "spans of up to 10 bins (causal) and NDT1's spans (temporal: up to 3 bins, quick)",
                   "practise forecasting several bins ahead, as forward prediction asks"),
         Departure("kernel", "learned temporal kernel", ("kernel_bins",),
                   "each token is one bin's counts", "a learned filter over 9 bins that starts as Gaussian smoothing",
