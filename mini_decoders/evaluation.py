@@ -17,12 +17,19 @@ in two forms here (NLB's and the paper's). Each question is defined by the entri
   score those neurons. "Predict a brain area from the others."
 - ``intra_region``: for each region R and each of ``n_folds`` folds of R's held-in neurons, hide
   every other region and that fold; score the fold. "Predict part of an area from the rest."
+- ``intra_region_loo``: the paper's intra-region question. Each held-in neuron of each region R in
+  turn is hidden together with every other region, and predicted from the rest of R alone; one
+  pass per neuron (the authors' ``co_smoothing_eval``, mode ``intra_region``).
 
 A *pass* is one forward run of the model on a masked input; a task is one or more passes whose
 scored entries are disjoint, so each entry is scored exactly once. Per task:
 
-- ``bps``: bits per spike of the scored entries (NLB definition, null = each neuron's mean over
-  the scored entries);
+- ``bps``: bits per spike of the scored entries, pooled over units (NLB definition, null = each
+  neuron's mean over the scored entries);
+- ``neuron_bps``: the same per unit (each unit's saved bits over its own spikes), then the mean
+  over units, as the paper's code reports it (``np.nanmean`` over neurons); units without a spike
+  in their scored entries have no score and are left out. A quiet neuron weighs as much as a
+  busy one here, where in ``bps`` it weighs by its spikes;
 - ``psth_r2``: R² of condition-averaged predicted rates against condition-averaged smoothed spikes
   (trials aligned at their first scored bin);
 - ``trial_r2``: R² of single-trial predicted rates against the smoothed spikes of that trial
@@ -44,12 +51,14 @@ import numpy as np
 
 from mini_decoders.data.binning import BinnedTrials
 from mini_decoders.errors import DataError
-from mini_decoders.metrics import bits_per_spike, condition_trials, psth_r2, r2_score, smooth_spikes
+from mini_decoders.metrics import ZERO_RATE_FLOOR, bits_per_spike, condition_trials, psth_r2, r2_score, smooth_spikes
 
 TASKS = ("co_smoothing", "forward_prediction", "intra_region", "inter_region")  # the four: they pick the checkpoint
-ALL_TASKS = TASKS + ("heldin_co_smoothing",)  # + the paper's own co-smoothing
+ALL_TASKS = TASKS + ("heldin_co_smoothing", "intra_region_loo")  # + the paper's co-smoothing and intra-region
 TASK_KEYS = {"co_smoothing": "cosmooth", "forward_prediction": "forward", "intra_region": "intra",
-             "inter_region": "inter", "heldin_co_smoothing": "heldin_cosmooth"}  # eval JSON keys: ``forward_bps``
+             "inter_region": "inter", "heldin_co_smoothing": "heldin_cosmooth",
+             "intra_region_loo": "intra_loo"}  # eval JSON keys: ``forward_bps``, ``intra_loo_neuron_bps``
+SCORES = ("bps", "neuron_bps", "psth_r2", "trial_r2")  # each task's scores (see the module docstring)
 FORWARD_BINS = 10  # 200 ms at 20 ms bins, as NLB's forward prediction and MtM
 KERN_SD = 0.07  # s, smoothing of the observed spikes for the R² scores (NLB MC_Maze)
 
@@ -95,7 +104,8 @@ def iter_task_passes(task: str, valid: np.ndarray, heldout: np.ndarray, regions:
         heldout: (U,) bool, held-out units (never an input).
         regions: (U,) region name of each unit.
         forward_bins: bins at the end of each trial hidden and scored by ``forward_prediction``.
-        n_folds: ``intra_region`` hides 1/n_folds of the target region per pass.
+        n_folds: ``intra_region`` hides 1/n_folds of the target region per pass
+            (``intra_region_loo``: one neuron per pass, whatever ``n_folds``).
         leave_out_folds: ``heldin_co_smoothing`` hides 1/leave_out_folds of the held-in neurons
             per pass (held-in neuron i is in fold i % leave_out_folds); None: one neuron per
             pass, as the paper.
@@ -103,7 +113,8 @@ def iter_task_passes(task: str, valid: np.ndarray, heldout: np.ndarray, regions:
     Yields:
         :class:`TaskPass`; none when the task is undefined for these data (no held-out units for
         co-smoothing; fewer than two held-in units for held-in co-smoothing; fewer than two
-        regions with held-in units for the region tasks).
+        regions with held-in units for the region tasks). Held-in co-smoothing and
+        ``intra_region_loo`` have one pass per held-in neuron, made when needed.
     """
     if task not in ALL_TASKS:
         raise DataError(f"evaluation task must be one of {ALL_TASKS}, got {task!r}")
@@ -153,13 +164,18 @@ def iter_task_passes(task: str, valid: np.ndarray, heldout: np.ndarray, regions:
         return
     if len(names) < 2:
         return
-    for r in range(len(names)):  # a handful of regions: one pass (or n_folds) each
+    for r in range(len(names)):  # a handful of regions: one pass (or n_folds, or one per neuron) each
         members = np.flatnonzero(unit_region == r)
         if task == "inter_region":
             hidden = full_units(unit_region == r)
             yield TaskPass(hidden, scored_heldin(hidden))
             continue
         others = unit_region != r
+        if task == "intra_region_loo":
+            for neuron in members:
+                target = full_units(np.arange(n_in) == neuron)
+                yield TaskPass(full_units(others) | target, scored_heldin(target))
+            continue
         fold_of = np.full(n_in, -1)
         fold_of[members] = np.arange(len(members)) % n_folds
         for fold in range(min(n_folds, len(members))):
@@ -201,15 +217,18 @@ def score_task(rates: np.ndarray, counts: np.ndarray, scored: np.ndarray, condit
             each whole trial, edge-corrected, before the R² scores.
 
     Returns:
-        ``{"bps", "psth_r2", "trial_r2"}``; None where a score is undefined.
+        ``{"bps", "neuron_bps", "psth_r2", "trial_r2"}`` (``SCORES``); None where a score is undefined.
     """
     counts = np.asarray(counts, dtype=np.float64)
     if not scored.any():
-        return {"bps": None, "psth_r2": None, "trial_r2": None}
+        return dict.fromkeys(SCORES)
     if np.isnan(rates[scored]).any():
         raise DataError("score_task: `rates` has NaN on scored entries")
     spikes = np.where(scored, counts, np.nan)
-    out: dict[str, float | None] = {"bps": _finite(bits_per_spike(np.where(scored, rates, 1.0), spikes))}
+    per_unit = unit_bits_per_spike(rates, counts, scored)  # (U,), NaN for units with no score
+    per_unit = per_unit[~np.isnan(per_unit)]
+    out: dict[str, float | None] = {"bps": _finite(bits_per_spike(np.where(scored, rates, 1.0), spikes)),
+                                    "neuron_bps": _finite(per_unit.mean()) if len(per_unit) else None}
     columns = scored.any(axis=(0, 1))  # units scored anywhere
     smoothed = np.where(scored, edge_corrected_smoothing(counts, bin_size, kern_sd), np.nan)[..., columns]
     predicted = np.where(scored, rates, 0.0)[..., columns]
@@ -228,6 +247,36 @@ def score_task(rates: np.ndarray, counts: np.ndarray, scored: np.ndarray, condit
             true_psth = np.stack([aligned_smooth[trials].mean(0) for trials in trial_indices])
             out["psth_r2"] = _finite(psth_r2(aligned_rates, true_psth, trial_indices))
     return out
+
+
+def unit_bits_per_spike(rates: np.ndarray, counts: np.ndarray, scored: np.ndarray) -> np.ndarray:
+    """Bits/spike of each unit over its own scored entries (the paper's per-neuron score).
+
+    ``bps_u = (NLL(mean_u) - NLL(rates_u)) / (spikes_u ln 2)`` over unit ``u``'s scored entries,
+    with ``mean_u`` its mean count over those entries; the ``ln y!`` terms cancel.
+
+    Args:
+        rates: (N, T, U) predicted expected counts per bin (only scored entries are read; a rate
+            of 0 counts as :data:`~mini_decoders.metrics.ZERO_RATE_FLOOR`, as in the pooled score).
+        counts: (N, T, U) observed counts.
+        scored: (N, T, U) bool.
+
+    Returns:
+        (U,) float64; NaN for a unit with no scored entry or no spike in them (its score would
+        divide by zero: the authors' code turns it into NaN and averages with ``np.nanmean``).
+    """
+    scored = np.asarray(scored, dtype=bool)
+    spikes = np.where(scored, np.asarray(counts, dtype=np.float64), 0.0)
+    rates = np.where(scored, np.asarray(rates, dtype=np.float64), 1.0)
+    rates = np.maximum(rates, ZERO_RATE_FLOOR)
+    n_scored = scored.sum((0, 1))  # (U,)
+    total = spikes.sum((0, 1))  # (U,)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = total / n_scored  # (U,) the null model's rate per unit
+        nll_model = (np.where(scored, rates, 0.0) - spikes * np.log(rates)).sum((0, 1))
+        nll_null = n_scored * mean - total * np.log(np.maximum(mean, ZERO_RATE_FLOOR))
+        per_unit = (nll_null - nll_model) / (total * np.log(2))
+    return np.where(total > 0, per_unit, np.nan)
 
 
 def edge_corrected_smoothing(counts: np.ndarray, bin_size: float, kern_sd: float) -> np.ndarray:
@@ -261,7 +310,7 @@ def evaluate_tasks(predict: Predict, binned: BinnedTrials, heldout: np.ndarray, 
         heldout: (U,) bool; regions: (U,) region names.
 
     Returns:
-        task -> ``{"bps", "psth_r2", "trial_r2"}`` (None for an undefined task or score).
+        task -> ``{"bps", "neuron_bps", "psth_r2", "trial_r2"}`` (None for an undefined task or score).
     """
     counts = np.where(binned.mask[:, :, None], binned.counts.astype(np.float64), np.nan)
     results = {}
@@ -270,7 +319,7 @@ def evaluate_tasks(predict: Predict, binned: BinnedTrials, heldout: np.ndarray, 
                                   leave_out_folds=leave_out_folds)
         predicted = predict_task(predict, task, passes)
         if predicted is None:
-            results[task] = {"bps": None, "psth_r2": None, "trial_r2": None}
+            results[task] = dict.fromkeys(SCORES)
             continue
         rates, scored = predicted
         results[task] = score_task(rates, counts, scored, binned.condition, binned.bin_size, kern_sd)

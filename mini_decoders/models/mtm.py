@@ -28,9 +28,11 @@ paper's mix) co-smooth about 0.007 bits/spike worse than temporal masking only. 
 scheme NLB co-smoothing ties the baseline (within 0.003 bits/spike in four runs) while the other
 three questions, and the paper's co-smoothing, keep MtM's gains over it.
 
-The four evaluations, and the paper's own co-smoothing (each held-in neuron predicted from the
-others: a question only the neuron scheme practises), land in the ``eval`` JSON through
-:meth:`MtM.extra_metrics` (:mod:`mini_decoders.evaluation`); the four pick the checkpoint.
+The four evaluations, the paper's own co-smoothing (each held-in neuron predicted from the
+others: a question only the neuron scheme practises) and its intra-region question (each held-in
+neuron predicted from the rest of its area alone), each scored pooled and per neuron, land in the
+``eval`` JSON through :meth:`MtM.extra_metrics` (:mod:`mini_decoders.evaluation`); the four pick
+the checkpoint.
 :meth:`MtM.finetune` adapts a pretrained model to a new session: new read-in, read-out and
 session token, trained with the same masking (``units``: only those; ``full``: everything).
 """
@@ -63,7 +65,7 @@ MASK_MODES = {"all": ("neuron", "causal", "intra_region", "inter_region"),  # th
               "combined": ("neuron", "causal"),
               **{scheme: (scheme,) for scheme in PROMPTS}}  # "temporal" = the NDT baseline
 TASK_PROMPTS = {"co_smoothing": "neuron", "forward_prediction": "causal", "intra_region": "intra_region",
-                "inter_region": "inter_region", "heldin_co_smoothing": "neuron"}
+                "inter_region": "inter_region", "heldin_co_smoothing": "neuron", "intra_region_loo": "intra_region"}
 N_CONTEXT = 2  # prompt token, session token
 
 # The default mix: NDT's temporal scheme in 70% of the batches, the paper's four in 7.5% each.
@@ -98,20 +100,24 @@ class MtM(NDT1):
                for profile, config in NDT1.CONFIGS.items()}
     # The paper's recipe. Beyond the paper's Fig. 1 (four schemes, alternated during training, a
     # prompt per scheme) the values are those of the authors' code (colehurwitz/IBL_foundation_model:
-    # src/models/masker.py, src/configs/ndt1_stitching_prompting.yaml, ssl_sessions_trainer.yaml):
-    # one of the four schemes drawn uniformly per batch, single masked bins for the causal scheme, an
-    # NDT1 reading raw counts through a per-session linear "stitcher", dropout 0.4 in the transformer
-    # and 0.2 on the embedding, AdamW at 5e-4 with weight decay 0.01.
-    PAPER = dict(PAPER_RECIPE, causal_max_span=1, kernel_bins=0, factors=None, transform="none", dropout=0.4,
-                 embed_dropout=0.2, lr=5e-4, weight_decay=0.01)
+    # src/models/masker.py@0a11bb9, src/configs/ndt1_stitching_prompting.yaml@384dfe3,
+    # src/configs/ssl_sessions_trainer.yaml@0598cb5): one of the four schemes drawn uniformly per
+    # batch, 30% masked with zeros (as the default), single masked bins for the causal and temporal
+    # schemes (Bernoulli per bin), an NDT1 reading raw counts through a per-session linear
+    # "stitcher", dropout 0.4 in the transformer and 0.2 on the embedding, AdamW at 5e-4 with weight
+    # decay 0.01 (another commit of the trainer config has 1e-4). Not taken: its OneCycle schedule
+    # (15% warm-up) and batch 16, sizes that stay the profile's.
+    PAPER = dict(PAPER_RECIPE, causal_max_span=1, mask_max_span=1, kernel_bins=0, factors=None, transform="none",
+                 dropout=0.4, embed_dropout=0.2, lr=5e-4, weight_decay=0.01)
     DEPARTURES = (
         Departure("temporal", "NDT's temporal scheme in the mix", ("mask_mode", "scheme_weights"),
                   "the four schemes (neuron, causal, intra-, inter-region), one drawn uniformly per batch",
                   "a fifth, NDT's temporal scheme with its own prompt, in 70% of the batches; the four share the rest",
                   "in NLB-layout data the held-out neurons are scored in every batch; the temporal scheme keeps "
                   "NLB co-smoothing level with the temporal-only baseline"),
-        Departure("spans", "causal spans", ("causal_max_span",),
-                  "the causal scheme hides single bins", "spans of up to 10 bins",
+        Departure("spans", "masked spans", ("causal_max_span", "mask_max_span"),
+                  "the causal (and the baseline's temporal) scheme hides single bins",
+                  "spans of up to 10 bins (causal) and NDT1's spans (temporal: up to 3 bins, quick)",
                   "practise forecasting several bins ahead, as forward prediction asks"),
         Departure("kernel", "learned temporal kernel", ("kernel_bins",),
                   "each token is one bin's counts", "a learned filter over 9 bins that starts as Gaussian smoothing",
@@ -325,11 +331,11 @@ class MtM(NDT1):
         Args:
             prompts: task -> prompt to answer it with (default :meth:`prompt_for`); e.g. to see
                 what a wrong prompt costs.
-            tasks: which evaluations (default all five: the four questions and the paper's
-                held-in co-smoothing).
+            tasks: which evaluations (default all six: the four questions, the paper's held-in
+                co-smoothing and its leave-one-out intra-region question).
 
         Returns:
-            task -> ``{"bps", "psth_r2", "trial_r2"}``.
+            task -> ``{"bps", "neuron_bps", "psth_r2", "trial_r2"}``.
         """
         self.spec_for(session)
         prompts = {**{task: self.prompt_for(task) for task in tasks}, **(prompts or {})}
@@ -338,7 +344,7 @@ class MtM(NDT1):
                               forward_bins=int(self.config["forward_bins"]), n_folds=int(self.config["intra_folds"]))
 
     def extra_metrics(self, session: Session, binned: BinnedTrials) -> dict[str, float | None]:
-        """The eval-JSON entries of :meth:`evaluate_tasks`: ``cosmooth_bps``, ``heldin_cosmooth_bps``, ..."""
+        """The eval-JSON entries of :meth:`evaluate_tasks`: ``cosmooth_bps``, ``intra_loo_neuron_bps``, ..."""
         return flat_task_scores(self.evaluate_tasks(session, binned))
 
     # ------------------------------------------------------------------ training
