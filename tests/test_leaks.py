@@ -175,7 +175,7 @@ def test_ndt2_loss_ignores_the_targets_of_visible_tokens(dataset, monkeypatch):
     shown = _token_to_neurons(model, batch, visible) & real  # (B, T, U_in) entries of visible tokens
     assert shown.any() and (real & ~shown).any()
     visible_changed = dict(batch, heldin=torch.where(shown, batch["heldin"] + 3.0, batch["heldin"]))
-    assert loss_of(visible_changed) == reference
+    assert loss_of(visible_changed) == reference, "ndt2's loss moved when only the targets of visible tokens changed"
     hidden_changed = dict(batch, heldin=torch.where(real & ~shown, batch["heldin"] + 3.0, batch["heldin"]))
     assert loss_of(hidden_changed) != pytest.approx(reference, rel=1e-4)
     assert loss_of(dict(batch, heldout=batch["heldout"] + 3.0)) != pytest.approx(reference, rel=1e-4)
@@ -194,7 +194,8 @@ def test_ndt2_context_tokens_never_read_the_data_tokens(dataset, causal):
     out = model.encode(other, visible)
     assert not torch.allclose(out["encoded"], reference["encoded"])  # the data tokens did change
     # Context tokens see only context tokens, in every layer: their outputs cannot depend on data.
-    torch.testing.assert_close(out["context"], reference["context"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(out["context"], reference["context"], rtol=0, atol=1e-6,
+                               msg="ndt2's context tokens changed with the data tokens: they attend to them")
 
 
 # ================================================================================================
