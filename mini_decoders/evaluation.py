@@ -79,10 +79,14 @@ class TaskPass:
 
 
 def region_index(regions: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """(U,) region names -> ((U,) int64 index into the names, the distinct names in order of appearance)."""
-    names = list(dict.fromkeys(np.asarray(regions).astype(str).tolist()))
+    """(U,) region names -> ((U,) int64 index into the names, the distinct names in order of appearance).
+
+    ``""`` means unlabelled: such a unit gets -1 and its ``""`` is not a region name.
+    """
+    regions = np.asarray(regions).astype(str)
+    names = list(dict.fromkeys(name for name in regions.tolist() if name))
     lookup = {name: i for i, name in enumerate(names)}
-    return np.array([lookup[str(r)] for r in np.asarray(regions).astype(str)], dtype=np.int64), names
+    return np.array([lookup.get(str(r), -1) for r in regions], dtype=np.int64), names
 
 
 def task_passes(task: str, valid: np.ndarray, heldout: np.ndarray, regions: np.ndarray, *,
@@ -102,7 +106,7 @@ def iter_task_passes(task: str, valid: np.ndarray, heldout: np.ndarray, regions:
         task: one of ``ALL_TASKS``.
         valid: (N, T) bool, real bins of each trial.
         heldout: (U,) bool, held-out units (never an input).
-        regions: (U,) region name of each unit.
+        regions: (U,) region name of each unit (``""`` = unlabelled: no region task hides or scores it).
         forward_bins: bins at the end of each trial hidden and scored by ``forward_prediction``.
         n_folds: ``intra_region`` hides 1/n_folds of the target region per pass
             (``intra_region_loo``: one neuron per pass, whatever ``n_folds``).
@@ -113,8 +117,9 @@ def iter_task_passes(task: str, valid: np.ndarray, heldout: np.ndarray, regions:
     Yields:
         :class:`TaskPass`; none when the task is undefined for these data (no held-out units for
         co-smoothing; fewer than two held-in units for held-in co-smoothing; fewer than two
-        regions with held-in units for the region tasks). Held-in co-smoothing and
-        ``intra_region_loo`` have one pass per held-in neuron, made when needed.
+        labelled regions with held-in units for the region tasks: one region, or none, is no
+        question about regions). Held-in co-smoothing and ``intra_region_loo`` have one pass per
+        held-in neuron, made when needed.
     """
     if task not in ALL_TASKS:
         raise DataError(f"evaluation task must be one of {ALL_TASKS}, got {task!r}")
@@ -170,7 +175,7 @@ def iter_task_passes(task: str, valid: np.ndarray, heldout: np.ndarray, regions:
             hidden = full_units(unit_region == r)
             yield TaskPass(hidden, scored_heldin(hidden))
             continue
-        others = unit_region != r
+        others = (unit_region != r) & (unit_region >= 0)
         if task == "intra_region_loo":
             for neuron in members:
                 target = full_units(np.arange(n_in) == neuron)

@@ -9,7 +9,8 @@ from mini_decoders.data.binning import bin_trials
 from mini_decoders.data.simulate import oracle_bits_per_spike, simulate
 from mini_decoders.errors import DataError, RunError
 from mini_decoders.evaluation import ALL_TASKS, TASKS, evaluate_tasks, oracle_task_scores, task_passes
-from mini_decoders.masking import mask_counts
+from mini_decoders.data.session import Session, Units
+from mini_decoders.masking import REGION_SCHEMES, mask_counts, select_masks
 from mini_decoders.metrics import bits_per_spike
 from mini_decoders.models.mtm import BASELINE_RECIPE, MASK_MODES, PAPER_RECIPE, PROMPTS, RECIPE, MtM
 from mini_decoders.models.ndt1 import collate_trials
@@ -150,6 +151,85 @@ def test_region_schemes_mask_by_the_units_regions(dataset):
         names = dataset.sessions[int(session)].units.region[spec.heldin_index]
         assert [model.region_names[r] for r in row[:spec.n_heldin].tolist()] == names.tolist()
         assert (row[spec.n_heldin:] == -1).all()
+
+
+def _relabelled(session: Session, regions) -> Session:
+    """``session`` with other region labels (None: every unit unlabelled, as data without locations)."""
+    units = Units(session.units.ids, regions, session.units.heldout)
+    return Session(session.id, session.spike_times, session.spike_units, units, dict(session.behavior),
+                   session.trials, session.subject, session.task, session.source)
+
+
+def _region_masks_hide(model: MtM, batch: dict, scheme: str) -> torch.Tensor:
+    """(B,) how many held-in entries ``scheme`` hides in each sample."""
+    shape = tuple(batch["heldin"].shape)
+    hidden, _ = select_masks(shape, model.scheme_config(scheme), regions=model.region_table(batch["session"]),
+                             generator=torch.Generator().manual_seed(0))
+    return (hidden & batch["valid"][:, :, None]).sum((1, 2))
+
+
+def test_without_two_labelled_regions_the_region_schemes_are_dropped_with_a_warning(dataset):
+    one_region = _relabelled(dataset.sessions[0], ["M1"] * dataset.sessions[0].n_units)
+    unlabelled = _relabelled(dataset.sessions[1], None)
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match=r"no session has held-in units in two or more labelled regions.*"
+                                         r"without intra_region and inter_region"):
+        model = MtM.build([one_region, unlabelled], SMALL)
+    # Before: every unit was in one (fake) region, so inter-region hid everything and intra-region
+    # was neuron masking. Now no unit has a region: those masks hide nothing ...
+    batch = _batch(model, dataset)
+    for scheme in REGION_SCHEMES:
+        assert (_region_masks_hide(model, batch, scheme) == 0).all()
+    # ... and training never draws them; the rest of the default mix keeps its relative weights.
+    generator = torch.Generator().manual_seed(0)
+    drawn = [model.draw_scheme(generator) for _ in range(300)]
+    assert not set(drawn) & set(REGION_SCHEMES)
+    assert drawn.count("temporal") / len(drawn) == pytest.approx(0.7 / 0.85, abs=0.07)
+    # The region evaluations are absent, not computed on one region.
+    binned = bin_trials(unlabelled, 0.02, split="test", behavior=())
+    scores = model.evaluate_tasks(unlabelled, binned, tasks=("intra_region", "inter_region", "forward_prediction"))
+    assert scores["intra_region"]["bps"] is None and scores["inter_region"]["bps"] is None
+    assert scores["forward_prediction"]["bps"] is not None
+
+
+def test_a_mask_mode_of_region_schemes_only_needs_region_labels(dataset):
+    unlabelled = [_relabelled(session, None) for session in dataset.sessions]
+    for mode, weights in (("inter_region", None), ("all", {"intra_region": 1.0, "inter_region": 1.0})):
+        with pytest.raises(RunError, match="labelled regions") as error:
+            MtM.build(unlabelled, {**SMALL, "mask_mode": mode, "scheme_weights": weights})
+        assert "\n" not in str(error.value) and "units.region" in str(error.value)
+    MtM.build(unlabelled, {**SMALL, **BASELINE_RECIPE})  # no region scheme asked for: no warning, no error
+
+
+def test_a_session_without_region_labels_next_to_one_with_them(dataset):
+    labelled, unlabelled = dataset.sessions[0], _relabelled(dataset.sessions[1], None)
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match=r"\['sim_s1'\] have held-in units in fewer than two labelled regions"):
+        model = MtM.build([labelled, unlabelled], SMALL)
+    assert model.drawn_schemes()[0] == model.schemes  # the labelled session practises every scheme
+    batch = _batch(model, dataset)
+    for scheme in REGION_SCHEMES:
+        hidden = _region_masks_hide(model, batch, scheme)
+        assert (hidden[batch["session"] == 0] > 0).all() and (hidden[batch["session"] == 1] == 0).all()
+    for session, defined in ((labelled, True), (unlabelled, False)):
+        binned = bin_trials(session, 0.02, split="test", behavior=())
+        scores = model.evaluate_tasks(session, binned, tasks=("inter_region",))
+        assert (scores["inter_region"]["bps"] is not None) == defined
+
+
+def test_region_tasks_need_two_labelled_regions_and_skip_unlabelled_units():
+    valid = np.ones((2, 12), dtype=bool)
+    heldout = np.zeros(6, dtype=bool)
+    # One labelled region (the rest unlabelled) is no question about regions.
+    for task in ("inter_region", "intra_region"):
+        assert task_passes(task, valid, heldout, np.array(["A"] * 3 + [""] * 3)) == []
+    # Two regions and two unlabelled units: those are never hidden by a region pass, never scored.
+    regions = np.array(["A", "A", "B", "B", "", ""])
+    for task in ("inter_region", "intra_region"):
+        passes = task_passes(task, valid, heldout, regions, n_folds=2)
+        assert passes
+        for one in passes:
+            assert not one.hidden[..., 4:].any() and not one.scored[..., 4:].any()
 
 
 def test_evaluation_passes_hide_everything_they_score():

@@ -1,5 +1,6 @@
 """VQ tokens: the quantiser's gradient, EMA, restarts and perplexity; the tokenizer; the model end to end."""
 
+import copy
 import math
 
 import numpy as np
@@ -152,6 +153,31 @@ def test_codebook_without_ema_learns_by_gradient():
     out = quantizer(z)
     out.loss.backward()
     assert quantizer.codebook.grad is not None and quantizer.codebook.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("ema_decay", [0.9, None])
+def test_padded_vectors_change_neither_the_codebook_nor_the_losses(ema_decay):
+    torch.manual_seed(0)
+    z = torch.randn(3, 7, 4)
+    valid = torch.ones(3, 7, dtype=torch.bool)
+    valid[1, 4:] = False
+    valid[2, 2:] = False  # 9 of 21 vectors are padding
+    padded = VectorQuantizer(6, 4, ema_decay=ema_decay, usage_decay=0.5).train()
+    alone = copy.deepcopy(padded)
+    for padding_value in (5.0, -3.0):  # padding far from the data: it would grab (and drag) a code
+        z_padded = torch.where(valid[..., None], z, torch.full_like(z, padding_value))
+        # The first call starts the codebook by k-means (random draws: same seed), the second is an EMA step.
+        for _ in range(2):
+            torch.manual_seed(1)
+            with_padding = padded(z_padded, valid=valid)
+            torch.manual_seed(1)
+            real_only = alone(z[valid])
+            assert with_padding.commitment_loss.item() == pytest.approx(real_only.commitment_loss.item(), rel=1e-6)
+            assert with_padding.codebook_loss.item() == pytest.approx(real_only.codebook_loss.item(), rel=1e-6)
+            assert with_padding.perplexity.item() == pytest.approx(real_only.perplexity.item(), rel=1e-6)
+            assert torch.equal(with_padding.codes[valid], real_only.codes)
+            for name, value in alone.state_dict().items():
+                torch.testing.assert_close(padded.state_dict()[name], value, rtol=1e-6, atol=1e-6, msg=name)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -457,3 +483,28 @@ def test_paper_recipe_decodes_velocity_from_counts_and_rates_from_codes(dataset,
     assert not np.allclose(second["hand_vel"], first["hand_vel"])  # from the counts
     with pytest.raises(RunError, match="code_input"):
         VQ.build([session], _config(code_input="bins"))
+
+
+def test_tokenizer_loss_and_codebook_ignore_windows_past_a_trials_end(dataset):
+    from mini_decoders.data.batching import collate_binned
+    from mini_decoders.models.vq import VQ
+
+    torch.manual_seed(0)
+    model = VQ.build(dataset.sessions, _config()).train()
+    items = model._count_items(dataset.sessions[:1], "train")[:4]
+    # A short trial of 21 bins: 11 real windows of 2 bins (the last one half real), 14 past its end.
+    items[1] = {**items[1], "heldin": items[1]["heldin"][:21], "heldout": items[1]["heldout"][:21]}
+    batch = collate_binned(items)
+    quantizer = model.tokenizer.quantizer
+    with torch.no_grad():
+        z = model.tokenizer.encode(batch["heldin"], batch["session_index"], batch["time_mask"])  # (B, N, C)
+    real = window_mask(batch["time_mask"], model.window)
+    assert int((~real).sum()) == 14 and int(real[1].sum()) == 11
+    quantizer.kmeans_init(z[real], generator=torch.Generator().manual_seed(0))
+    reference = copy.deepcopy(quantizer)
+    _, logs = model.tokenizer_loss(batch)  # training mode: EMA and usage updates happen here
+    expected = reference(z[real], update=True)  # the same step on the real windows alone
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(quantizer.state_dict()[name], value, rtol=1e-6, atol=1e-6, msg=name)
+    assert logs["commitment"] == pytest.approx(float(expected.commitment_loss), rel=1e-5)
+    assert logs["perplexity"] == pytest.approx(float(expected.perplexity), rel=1e-5)

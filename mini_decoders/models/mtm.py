@@ -28,6 +28,15 @@ paper's mix) co-smooth about 0.007 bits/spike worse than temporal masking only. 
 scheme NLB co-smoothing ties the baseline (within 0.003 bits/spike in four runs) while the other
 three questions, and the paper's co-smoothing, keep MtM's gains over it.
 
+Region labels: the two region schemes need held-in units in at least two labelled regions
+(``units.region``, from the NWB units ``location``; ``""`` = unlabelled, a unit of no region). A
+session with fewer cannot practise them: its units get no region, so those masks hide nothing in
+it (a warning names it), and its intra-/inter-region evaluations are reported absent (None). When
+no session has two regions the region schemes are dropped from the draw with a warning (the rest
+of the mix keeps its relative weights), and a ``mask_mode`` with nothing else left is refused with
+a one-line :class:`~mini_decoders.errors.RunError`. We warn rather than refuse the default recipe
+because it is meant to run on any recording, and most real data come without region labels.
+
 The four evaluations, the paper's own co-smoothing (each held-in neuron predicted from the
 others: a question only the neuron scheme practises) and its intra-region question (each held-in
 neuron predicted from the rest of its area alone), each scored pooled and per neuron, land in the
@@ -41,6 +50,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -53,7 +63,7 @@ from mini_decoders.data.binning import BinnedTrials, bin_trials
 from mini_decoders.data.session import Session
 from mini_decoders.errors import DataError, RunError
 from mini_decoders.evaluation import ALL_TASKS, TASK_KEYS, TASKS, evaluate_tasks, flat_task_scores
-from mini_decoders.masking import MaskConfig, mask_counts
+from mini_decoders.masking import REGION_SCHEMES, MaskConfig, mask_counts
 from mini_decoders.models.base import SessionSpec
 from mini_decoders.models.ndt1 import NDT1, collate_trials, context_window_mask, poisson_nll_terms
 from mini_decoders.models.recipes import Departure
@@ -155,9 +165,10 @@ class MtM(NDT1):
         self.session_embedding = nn.Embedding(len(self.specs), dim)
         for table in (self.prompt_embedding, self.session_embedding):
             nn.init.normal_(table.weight, std=0.02)
-        # Region of every held-in unit (plain python, in extra_state): -1 padding in the table.
+        # Region of every held-in unit (plain python, in extra_state); -1 = no region (unlabelled, or
+        # padding in the table) until set_regions has seen the data.
         self.region_names: list[str] = [""]
-        self.unit_regions: list[list[int]] = [[0] * spec.n_heldin for spec in self.specs]
+        self.unit_regions: list[list[int]] = [[-1] * spec.n_heldin for spec in self.specs]
         self._region_table: Tensor | None = None
 
     @classmethod
@@ -168,15 +179,69 @@ class MtM(NDT1):
 
     # ------------------------------------------------------------------ regions and prompts
     def set_regions(self, sessions: list[Session]) -> None:
-        """Remember the region of each held-in unit of ``sessions`` (from ``units.region``)."""
+        """Remember the region of each held-in unit of ``sessions`` (from ``units.region``).
+
+        An unlabelled unit (``""``) gets no region (-1); so do all units of a session whose held-in
+        units span fewer than two labelled regions: the region schemes cannot be practised there
+        (warned about; see the module docstring).
+
+        Raises:
+            RunError: the mask mode has only region schemes and no session can practise them.
+        """
+        unlabelled = []
         for session in sessions:
             index, spec = self.spec_for(session)
             names = session.units.region[spec.heldin_index].astype(str).tolist()
+            if len(set(names) - {""}) < 2:
+                unlabelled.append(session.id)
+                self.unit_regions[index] = [-1] * len(names)
+                continue
             for name in names:
-                if name not in self.region_names:
+                if name and name not in self.region_names:
                     self.region_names.append(name)
-            self.unit_regions[index] = [self.region_names.index(name) for name in names]
+            self.unit_regions[index] = [self.region_names.index(name) if name else -1 for name in names]
         self._region_table = None
+        region_schemes = [scheme for scheme in self.schemes if scheme in REGION_SCHEMES]
+        if not region_schemes or not unlabelled:
+            return
+        how = "set `units.region` (NWB units `location`) to at least two regions"
+        if self.regions_practised():
+            message = (f"mtm: session(s) {unlabelled} have held-in units in fewer than two labelled regions, so the "
+                       f"{' and '.join(region_schemes)} masks hide nothing in them; {how} to practise them there")
+        else:
+            schemes, _ = self.drawn_schemes()  # a RunError if nothing is left
+            message = (f"mtm: no session has held-in units in two or more labelled regions ({unlabelled}), so mask_mode "
+                       f"{self.config.get('mask_mode', 'all')!r} trains without {' and '.join(region_schemes)}, on "
+                       f"{list(schemes)}; {how}, or choose a mask_mode without region schemes (e.g. 'combined' or "
+                       "'temporal')")
+        if message != getattr(self, "_region_warning", None):  # build and fit both look: say it once
+            self._region_warning = message
+            warnings.warn(message, UserWarning, stacklevel=2)
+
+    def regions_practised(self) -> bool:
+        """Whether any session has held-in units in two or more regions (so the region schemes hide something)."""
+        return any(len(set(regions) - {-1}) >= 2 for regions in self.unit_regions)
+
+    def drawn_schemes(self) -> tuple[tuple[str, ...], Tensor | None]:
+        """The schemes training draws from and their probabilities (None = uniform).
+
+        The mode's own, except the region schemes when no session can practise them
+        (:meth:`regions_practised`); the others keep their relative weights.
+
+        Raises:
+            RunError: nothing would be left to draw.
+        """
+        if self.regions_practised() or not any(scheme in REGION_SCHEMES for scheme in self.schemes):
+            return self.schemes, self.scheme_probabilities
+        keep = [i for i, scheme in enumerate(self.schemes) if scheme not in REGION_SCHEMES]
+        probabilities = None if self.scheme_probabilities is None else self.scheme_probabilities[keep]
+        if not keep or (probabilities is not None and float(probabilities.sum()) <= 0):
+            raise RunError(f"mtm: mask_mode {self.config.get('mask_mode', 'all')!r} (scheme_weights "
+                           f"{self.config.get('scheme_weights')!r}) masks only by brain region, but no session has "
+                           "held-in units in two or more labelled regions; set `units.region` (NWB units "
+                           "`location`), or choose a mask_mode without region schemes, e.g. 'combined' or 'temporal'")
+        return (tuple(self.schemes[i] for i in keep),
+                None if probabilities is None else probabilities / probabilities.sum())
 
     def region_table(self, session: Tensor) -> Tensor:
         """(B,) session index -> (B, U_in_max) int64 region of each held-in unit, -1 on padding."""
@@ -259,10 +324,11 @@ class MtM(NDT1):
 
     # ------------------------------------------------------------------ the objective
     def draw_scheme(self, generator: torch.Generator | None = None) -> str:
-        """One of this model's schemes (one per batch): uniformly, or by ``scheme_weights``."""
-        if self.scheme_probabilities is None:
-            return self.schemes[int(torch.randint(len(self.schemes), (1,), generator=generator))]
-        return self.schemes[int(torch.multinomial(self.scheme_probabilities, 1, generator=generator))]
+        """One of the schemes of :meth:`drawn_schemes` (one per batch): uniformly, or by ``scheme_weights``."""
+        schemes, probabilities = self.drawn_schemes()
+        if probabilities is None:
+            return schemes[int(torch.randint(len(schemes), (1,), generator=generator))]
+        return schemes[int(torch.multinomial(probabilities, 1, generator=generator))]
 
     def scheme_config(self, scheme: str) -> MaskConfig:
         """The masking recipe of ``scheme``: the config's ratio and BERT fractions, NDT1's spans."""
@@ -443,7 +509,7 @@ class MtM(NDT1):
         self.session_embedding = nn.Embedding.from_pretrained(session_rows.to(device), freeze=False)
         self.specs, self.max_heldin, self.max_heldout = specs, new_in, new_out
         self.session_index = {spec.id: i for i, spec in enumerate(specs)}
-        self.unit_regions += [[0] * spec.n_heldin for spec in new_specs]
+        self.unit_regions += [[-1] * spec.n_heldin for spec in new_specs]  # set_regions fills them in
         self._region_table = None
         fresh = {k: v.shape for k, v in type(self)(specs, self.config).state_dict().items()}
         mine = {k: v.shape for k, v in self.state_dict().items()}

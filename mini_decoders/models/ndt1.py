@@ -15,7 +15,8 @@ bin.
 
 Sessions share the transformer; each has its own read-in (in the tokenizer) and read-out. Trained
 with the package's Trainer; validation co-bps on the val trials chooses the checkpoint and stops
-training early.
+training early. Data without held-out units (nothing to co-smooth) train on the masked held-in
+entries alone, and the bits/spike of a fixed mask of val entries chooses the checkpoint instead.
 """
 
 from __future__ import annotations
@@ -307,17 +308,25 @@ class NDT1(Decoder):
                 index, spec = self.spec_for(session)
                 val_sets.append((session, bin_trials(session, self.bin_size, split="val", behavior=()), spec))
 
+        # Co-bps picks the checkpoint; without held-out units (nothing to co-smooth) the masked
+        # held-in entries of the val trials do, scored the same way (bits/spike).
+        any_heldout = any(spec.n_heldout for _, _, spec in val_sets)
+        monitor = "val_co_bps" if any_heldout else "val_masked_bps"
+
         def validate(model: "NDT1") -> dict[str, float]:
             scores = []
             for session, binned, spec in val_sets:
-                predicted = model.predict_trials(session, binned)["rates_heldout"][binned.mask]
-                scores.append(bits_per_spike(predicted, binned.counts[..., spec.heldout_index][binned.mask]))
-            return {"val_co_bps": float(np.mean(scores))}
+                if not any_heldout:
+                    scores.append(model.masked_bits_per_spike(session, binned))
+                elif spec.n_heldout:
+                    predicted = model.predict_trials(session, binned)["rates_heldout"][binned.mask]
+                    scores.append(bits_per_spike(predicted, binned.counts[..., spec.heldout_index][binned.mask]))
+            return {monitor: float(np.mean(scores))}
 
         train_config = TrainConfig.from_model_config(
             self.config,
             batch_size=min(int(self.config["batch_size"]), len(train_items)),
-            monitor="val_co_bps", monitor_mode="max")
+            monitor=monitor, monitor_mode="max")
         trainer = Trainer(self, train_items, collate_trials, train_config, out_dir=out_dir,
                           val_fn=validate if val_sets else None, progress=progress, run_config={"model": self.name})
         started = time.perf_counter()
@@ -349,6 +358,19 @@ class NDT1(Decoder):
         if not outputs:
             return np.zeros(heldin.shape[:2] + (self.max_heldin + self.max_heldout,), dtype=np.float32)
         return torch.cat(outputs).numpy()
+
+    def masked_bits_per_spike(self, session: Session, binned: BinnedTrials, seed: int = 0) -> float:
+        """Bits/spike of the held-in entries the training mask hides (a fixed draw), predicted from the rest.
+
+        The masked-modelling objective as a score: what validation uses when there are no held-out
+        units to co-smooth.
+        """
+        index, spec, heldin, valid = self._batch_tensors(session, binned)
+        entries = valid[:, :, None] & (torch.arange(heldin.shape[2]) < spec.n_heldin)  # (N, T, U_in_max)
+        masked, hidden = mask_counts(heldin, self.mask_config, entries, generator=torch.Generator().manual_seed(seed))
+        rates = self._predict_rates(index, masked, valid)[..., :spec.n_heldin]
+        spikes = np.where(hidden.numpy(), heldin.numpy(), np.nan)[..., :spec.n_heldin]
+        return bits_per_spike(rates, spikes)
 
     def predict_trials(self, session: Session, binned: BinnedTrials) -> dict[str, np.ndarray]:
         index, spec, heldin, valid = self._batch_tensors(session, binned)

@@ -23,6 +23,8 @@ The model, top-down:
    keeps them fixed). A session added later (fine-tuning) whose subject and unit counts match a
    known session's, i.e. the same array on another day, may shrink its GLM towards that session's
    weights instead of towards zero, if its val trials say so (``finetune_glm_prior="subject"``).
+   A session without held-out units has no held-out patches (and ``rates_heldout`` with 0 units);
+   when no session has any, the held-in infilling bits/spike of the val trials picks the step.
 4. **Supervised fine-tuning** (:meth:`NDT2.finetune`, ``mode="full"``): a behaviour head
    (one learned query per time bin plus its time embedding, one transformer block over
    [encoder outputs ; queries], ``Linear(D, 2)``) decodes hand velocity with MSE, the encoder seeing
@@ -663,22 +665,29 @@ class NDT2(Decoder):
         train_binned = [self._binned(s, "train", with_velocity) for s in sessions]
         items = self._items(sessions, train_binned, with_velocity)
         val_sets = [(s, self._binned(s, "val", with_velocity)) for s in sessions if "val" in s.trials.split]
+        any_heldout = any(self.spec_for(s)[1].n_heldout for s, _ in val_sets)
 
         best: dict[str, Any] = {"score": -np.inf, "state": None}
 
         def validate(model: "NDT2") -> dict[str, float]:
-            co_bps, vel_r2 = [], []
+            co_bps, vel_r2, heldin_bps = [], [], []
             for session, binned in val_sets:
                 _, spec = model.spec_for(session)
                 predicted = model.predict_trials(session, binned)
-                heldout = np.where(binned.mask[..., None], binned.counts[..., spec.heldout_index], np.nan)
-                co_bps.append(bits_per_spike(predicted["rates_heldout"], heldout))
+                if spec.n_heldout:  # co-bps is undefined without held-out units
+                    heldout = np.where(binned.mask[..., None], binned.counts[..., spec.heldout_index], np.nan)
+                    co_bps.append(bits_per_spike(predicted["rates_heldout"], heldout))
+                if not any_heldout:  # each held-in token infilled from the others (see predict_trials)
+                    heldin = np.where(binned.mask[..., None], binned.counts[..., spec.heldin_index], np.nan)
+                    heldin_bps.append(bits_per_spike(predicted["rates_heldin"], heldin))
                 if with_velocity:
                     vel_r2.append(r2_score(predicted[BEHAVIOR], binned.behavior[BEHAVIOR]))
-            scores = {"val_co_bps": float(np.mean(co_bps))}
+            # Without held-out units anywhere, the held-in infilling score stands in for co-bps.
+            primary = "val_co_bps" if any_heldout else "val_heldin_bps"
+            scores = {primary: float(np.mean(co_bps if any_heldout else heldin_bps))}
             if with_velocity:
                 scores["val_vel_r2"] = float(np.mean(vel_r2))
-            scores["val_score"] = scores["val_co_bps"] + scores.get("val_vel_r2", 0.0)
+            scores["val_score"] = scores[primary] + scores.get("val_vel_r2", 0.0)
             if scores["val_score"] > best["score"]:  # keep the best weights (see _VocabSafeTrainer)
                 best["score"], best["state"] = scores["val_score"], copy.deepcopy(nn.Module.state_dict(model))
             return scores
@@ -869,8 +878,9 @@ class NDT2(Decoder):
             rates = log_rates.float().clamp(max=20).exp()  # (B, L, n) expected spikes per bin
             n_bins = batch["time_mask"].shape[1]
             n_heldin_tokens = (~is_heldout[0]).sum().item()
-            heldin = rates[:, :n_heldin_tokens].reshape(len(rates), n_bins, -1)[..., :spec.n_heldin]
-            heldout = rates[:, n_heldin_tokens:].reshape(len(rates), n_bins, -1)[..., :spec.n_heldout]
+            n = self.neurons_per_token  # (B, T * P, n) -> (B, T, P * n); P may be 0 (no held-out units)
+            heldin = rates[:, :n_heldin_tokens].reshape(len(rates), n_bins, -1, n).flatten(2)[..., :spec.n_heldin]
+            heldout = rates[:, n_heldin_tokens:].reshape(len(rates), n_bins, -1, n).flatten(2)[..., :spec.n_heldout]
             outputs["rates_heldin"].append(heldin.cpu().numpy())
             outputs["rates_heldout"].append(heldout.cpu().numpy())
             if with_behavior:

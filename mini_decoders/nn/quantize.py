@@ -192,29 +192,47 @@ class VectorQuantizer(nn.Module):
         """(...) int64 codes -> (..., C) codebook rows."""
         return F.embedding(codes, self.codebook)
 
-    def forward(self, z: Tensor, update: Optional[bool] = None) -> Quantized:
+    def forward(self, z: Tensor, update: Optional[bool] = None, valid: Optional[Tensor] = None) -> Quantized:
         """Quantise ``z`` (..., C).
 
         Args:
             update: apply the EMA codebook update (and, on the first call, k-means initialisation
                 on this batch if :meth:`kmeans_init` was never run); default ``self.training``.
+            valid: (...) bool, which vectors are real (None = all), e.g. False for padded windows
+                past a trial's end. Every vector gets its nearest code, but only real ones feed
+                the k-means start, the EMA update, the usage statistics (dead codes), the losses
+                and the perplexity: padding changes none of them.
         """
         update = self.training if update is None else update
         prepared = self._prepare(z)  # (..., C) float32
         flat = prepared.reshape(-1, self.code_dim)
-        if update and not bool(self.initialized):
-            self.kmeans_init(flat)
+        real = None
+        if valid is not None:
+            if tuple(valid.shape) != tuple(z.shape[:-1]):
+                raise ValueError(f"`valid` must have the shape of z without its last axis {tuple(z.shape[:-1])}, "
+                                 f"got {tuple(valid.shape)}")
+            if not bool(valid.all()):
+                real = valid.reshape(-1)  # (N,); None when all are real: the same path as without `valid`
+        used = flat if real is None else flat[real]  # (N_real, C) the vectors that count
+        if update and not bool(self.initialized) and len(used):
+            self.kmeans_init(used)
         codes = squared_distances(flat, self.codebook.detach().float()).argmin(1)  # (N,)
-        counts = torch.bincount(codes, minlength=self.num_codes).float()
+        used_codes = codes if real is None else codes[real]
+        counts = torch.bincount(used_codes, minlength=self.num_codes).float()
         # The rows as they were when chosen; the EMA step below moves the codebook for the next batch.
         chosen = self.lookup(codes).float().reshape(prepared.shape)  # (..., C)
         if update and self.ema_decay is not None:
-            self._ema_update(flat.detach(), codes, counts)
+            self._ema_update(used.detach(), used_codes, counts)
         if update:
             self._track_usage(counts)
-        commitment = self.beta * F.mse_loss(prepared, chosen.detach())
-        codebook_loss = (F.mse_loss(chosen, prepared.detach()) if self.ema_decay is None
-                         else torch.zeros((), device=z.device))
+        used_chosen = chosen if real is None else chosen.reshape(-1, self.code_dim)[real]
+        used_prepared = prepared if real is None else used
+        if used_prepared.numel():
+            commitment = self.beta * F.mse_loss(used_prepared, used_chosen.detach())
+            codebook_loss = (F.mse_loss(used_chosen, used_prepared.detach()) if self.ema_decay is None
+                             else torch.zeros((), device=z.device))
+        else:  # nothing real: no loss, but keep the graph connected
+            commitment = codebook_loss = prepared.sum() * 0.0
         # Straight-through: the value is exactly the codebook row, the gradient flows to z.
         quantized = chosen.detach() + (prepared - prepared.detach())
         return Quantized(quantized.to(z.dtype), codes.reshape(z.shape[:-1]), commitment, codebook_loss,
@@ -240,6 +258,8 @@ class VectorQuantizer(nn.Module):
         """Move each code to the EMA of the vectors assigned to it: ``e_k = EMA(sum_k) / EMA(count_k)``."""
         sums = torch.zeros_like(self.ema_sum_stat).index_add_(0, codes, flat)  # (K, C)
         counts, sums = _all_reduce_sum(counts.clone()), _all_reduce_sum(sums)
+        if not bool(counts.sum() > 0):
+            return  # no real vector on any rank: nothing to average
         decay = float(self.ema_decay)
         self.ema_count_stat.mul_(decay).add_(counts, alpha=1 - decay)
         self.ema_sum_stat.mul_(decay).add_(sums, alpha=1 - decay)
@@ -254,6 +274,8 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _track_usage(self, counts: Tensor) -> None:
         counts = _all_reduce_sum(counts.clone())
+        if not bool(counts.sum() > 0):
+            return  # no real vector on any rank: usage is unknown, not zero
         share = counts / counts.sum().clamp_min(1.0)
         self.usage_stat.mul_(self.usage_decay).add_(share, alpha=1 - self.usage_decay)
 

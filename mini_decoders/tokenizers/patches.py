@@ -136,7 +136,8 @@ class PatchTokenizer(nn.Module):
         time = torch.arange(n_bins, device=counts.device)[:, None].expand(n_bins, n_patches)
         space = torch.arange(n_patches, device=counts.device)[None, :].expand(n_bins, n_patches) + space_offset
         flat = batch, n_bins * n_patches
-        return PatchTokens(tokens.reshape(*flat, -1), channel_mask.reshape(*flat, -1),
+        n = self.neurons_per_token  # explicit, not -1: a session with no units (e.g. none held out) has 0 tokens
+        return PatchTokens(tokens.reshape(*flat, n), channel_mask.reshape(*flat, n),
                            time.reshape(1, -1).expand(flat).contiguous(), space.reshape(1, -1).expand(flat).contiguous(),
                            channel_mask.any(-1).reshape(flat))
 

@@ -20,6 +20,12 @@ Sessions record different neurons, so each has its own read-in and read-out (as 
 and they all share one codebook: code 17 should mean the same population state in every
 session. The decoder reads the whole code sequence, so a bin's rates may use neighbouring codes
 (LaBraM's decoder is a transformer too); the *information* still has to pass through the codes.
+
+Padding: trials of a batch are padded to the longest. A window is *real* when it holds at least
+one real bin (:func:`window_mask`); the last window of a trial whose length is not a multiple of
+``W`` is real, its padded bins read as silence. Windows wholly past a trial's end get a code (so
+shapes stay rectangular) but never reach the codebook: not its k-means start, EMA update or usage
+statistics (dead-code restarts), nor the commitment loss or the perplexity.
 """
 
 from __future__ import annotations
@@ -133,9 +139,13 @@ class VQTokenizer(nn.Module):
                 x = block(x, key_padding_mask=key_valid)
         return self.to_code(x)  # (B, N, C)
 
-    def quantize(self, z: Tensor, update: Optional[bool] = None) -> Quantized:
-        """Snap ``z`` (B, N, C) to the codebook (EMA update while training unless ``update=False``)."""
-        return self.quantizer(z, update=update)
+    def quantize(self, z: Tensor, update: Optional[bool] = None, window_valid: Optional[Tensor] = None) -> Quantized:
+        """Snap ``z`` (B, N, C) to the codebook (EMA update while training unless ``update=False``).
+
+        ``window_valid`` (B, N) bool marks the real windows (see :func:`window_mask`); only those
+        feed the codebook's EMA, its usage statistics and the commitment loss.
+        """
+        return self.quantizer(z, update=update, valid=window_valid)
 
     # ------------------------------------------------------------------ decoder
     def decoder_features(self, quantized: Tensor, window_valid: Optional[Tensor] = None) -> Tensor:
@@ -171,8 +181,10 @@ class VQTokenizer(nn.Module):
             losses, perplexity) and ``z_e`` (B, N, C) (for dead-code restarts).
         """
         z = self.encode(heldin, session, valid)
-        quantized = self.quantize(z, update)
         window_valid = None if valid is None else window_mask(valid, self.window)
+        # Windows past a trial's end are padding: they get a code (shapes stay), but they must not
+        # pull the codebook, count as usage or add to the commitment loss.
+        quantized = self.quantize(z, update, window_valid)
         return self.decode(quantized.quantized, session, window_valid), quantized, z
 
     @torch.no_grad()
