@@ -177,6 +177,99 @@ def test_typical_mistakes_get_a_message_that_points_at_them():
         check_adapt_units(lambda model, session, steps: model)
 
 
+# ------------------------------------------------------------------------------ chapters 4-6 (issue 20)
+CHAPTERS_4_TO_6 = {"04_poyo_spike_tokens": {"rotate_by_time", "latent_cross_attention", "keep_new_rows"},
+                   "05_ndt2_multicontext": {"patch_embedding", "mae_visible", "mae_loss"},
+                   "06_mtm_universal_translator": {"inter_region_mask", "intra_region_mask", "neuron_bps"}}
+
+
+def test_chapters_4_to_6_have_their_exercises_in_the_notebooks():
+    in_notebooks = {param.values[0].key for param in EXERCISE_CELLS}
+    for chapter, keys in CHAPTERS_4_TO_6.items():
+        registered = {item.key for item in EXERCISES.values() if item.source == chapter}
+        assert registered == keys and keys <= in_notebooks, chapter
+        assert not any(EXERCISES[key].planned for key in keys), chapter
+
+
+def test_typical_mistakes_in_chapters_4_to_6_get_a_message_that_points_at_them():
+    from mini_decoders.course import (check_intra_region_mask, check_latent_cross_attention, check_mae_loss,
+                                      check_neuron_bps)
+    from mini_decoders.course.chapter_checks import _cross_attention_variant
+    from mini_decoders.metrics import bits_per_spike
+
+    # POYO's encoder: each variant is one step of the recipe left out.
+    for flags, message in (({"scale": False}, "not scaled"), ({"mask": False}, "padding spike tokens"),
+                           ({"rotate_values": False}, "also rotates the values"),
+                           ({"rotate_back": False}, "turn the attention output back"),
+                           ({"softmax_dim": 0}, "softmax runs over the spikes")):
+        with pytest.raises(CheckFailed, match=message):
+            check_latent_cross_attention(lambda *args, flags=flags: _cross_attention_variant(*args, **flags))
+
+    def keys_by_latent_time(latents, spikes, spike_mask, latent_times, spike_times, w_q, w_k, w_v, rotate):
+        return rotate(spikes @ w_k, latent_times)
+    with pytest.raises(CheckFailed, match=r"raised ValueError: rotate\(x, times\) takes x of shape \(M, \d+\)"):
+        check_latent_cross_attention(keys_by_latent_time)
+
+    # NDT2's MAE loss: what is scored, and what it is divided by.
+    def nll(log_rates, counts):
+        return torch.exp(log_rates) - counts * log_rates
+    with pytest.raises(CheckFailed, match="padded neurons"):
+        check_mae_loss(lambda log_rates, counts, hidden, mask: nll(log_rates, counts)[hidden].mean())
+    with pytest.raises(CheckFailed, match="visible tokens were scored"):
+        check_mae_loss(lambda log_rates, counts, hidden, mask: nll(log_rates, counts)[mask].mean())
+    with pytest.raises(CheckFailed, match="not of hidden tokens"):
+        check_mae_loss(lambda log_rates, counts, hidden, mask:
+                       (nll(log_rates, counts) * (hidden[..., None] & mask)).sum() / hidden.sum().clamp_min(1))
+    with pytest.raises(CheckFailed, match=r"nothing hidden.*is nan.*\n  hint: .*max\(1"):
+        check_mae_loss(lambda log_rates, counts, hidden, mask: (nll(log_rates, counts) * (hidden[..., None] & mask)).sum()
+                       / (hidden[..., None] & mask).sum())
+    solution = _solution_of("mae_loss")
+    with pytest.raises(CheckFailed, match="carries gradients"):
+        check_mae_loss(lambda *args: solution(*args).item())
+
+    # MtM's intra-region mask: hidden is not scored.
+    intra = _solution_of("intra_region_mask")
+    with pytest.raises(CheckFailed, match=r"the scored units .*\n  hint: the other regions are hidden but \*not\* scored"):
+        check_intra_region_mask(lambda regions, target, noise, ratio: (intra(regions, target, noise, ratio)[0],) * 2)
+    def hides_above_ratio(regions, target, noise, ratio):
+        real = regions >= 0
+        in_target = (regions == target[:, None]) & real
+        scored = in_target & (noise >= ratio)
+        return (real & ~in_target) | scored, scored
+    with pytest.raises(CheckFailed, match=r"noise is \*below\* ratio"):
+        check_intra_region_mask(hides_above_ratio)
+
+    def hides_padding(regions, target, noise, ratio):
+        hidden, scored = intra(regions, target, noise, ratio)
+        return hidden | (regions < 0), scored
+    with pytest.raises(CheckFailed, match=r"the hidden units .*\n  hint: .*padding \(-1\) is never hidden"):
+        check_intra_region_mask(hides_padding)
+
+    # The paper's per-neuron bits/spike.
+    with pytest.raises(CheckFailed, match="you pooled the neurons"):
+        check_neuron_bps(lambda rates, counts, scored: bits_per_spike(np.where(scored, rates, 1.0),
+                                                                      np.where(scored, counts, np.nan)))
+    bps = _solution_of("neuron_bps")
+
+    def with_silent_neurons(rates, counts, scored):
+        spikes = np.where(scored, counts, 0.0).sum((0, 1))
+        if (spikes > 0).all():
+            return bps(rates, counts, scored)
+        return float("nan")  # what np.mean over every neuron gives once one has no spike
+    with pytest.raises(CheckFailed, match="leave it out of the mean"):
+        check_neuron_bps(with_silent_neurons)
+
+    def null_from_every_entry(rates, counts, scored):  # the null's mean over all entries, scored or not
+        spikes, lam = np.where(scored, counts, 0.0), np.where(scored, rates, 1.0)
+        n_scored, total, mean = scored.sum((0, 1)), spikes.sum((0, 1)), counts.mean((0, 1))
+        keep = total > 0
+        nll_model = (np.where(scored, lam, 0.0) - spikes * np.log(lam)).sum((0, 1))[keep]
+        nll_null = n_scored[keep] * mean[keep] - total[keep] * np.log(mean[keep])
+        return float(np.mean((nll_null - nll_model) / (total[keep] * np.log(2))))
+    with pytest.raises(CheckFailed, match=r"mean count over its \*scored\* entries"):
+        check_neuron_bps(null_from_every_entry)
+
+
 def test_wrong_calls_and_crashes_are_explained():
     from mini_decoders.course import check_smooth
 
