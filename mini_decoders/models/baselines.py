@@ -25,6 +25,7 @@ from mini_decoders.data.session import Session
 from mini_decoders.errors import DataError
 from mini_decoders.metrics import bits_per_spike, r2_score, smooth_spikes
 from mini_decoders.models.base import Decoder, SessionSpec
+from mini_decoders.train.profiles import CHECKPOINT_SECONDS
 
 BEHAVIOR = "hand_vel"  # what the decoders predict; PRED.h5 and the metrics use this name
 
@@ -381,7 +382,8 @@ def collate_trials(items: list[dict]) -> dict[str, torch.Tensor]:
 
 
 GRU_COMMON = dict(bin_size=0.02, lag=0.0, transform="log1p", weight_decay=0.01, min_lr_ratio=0.1, grad_clip=1.0,
-                  precision="auto", device="auto", log_every=10, checkpoint_every=None, num_workers=0)
+                  precision="auto", device="auto", log_every=10, checkpoint_every=None, checkpoint_seconds=None,
+                  num_workers=0)
 
 
 class GRUDecoder(Decoder):
@@ -399,9 +401,11 @@ class GRUDecoder(Decoder):
     CONFIGS = {
         "tiny": dict(GRU_COMMON, hidden_size=32, num_layers=1, dropout=0.0, max_steps=40, batch_size=16, lr=5e-3,
                      warmup_steps=5, val_every=20, early_stopping_patience=None),
-        "quick": dict(GRU_COMMON, hidden_size=128, num_layers=1, dropout=0.1, max_steps=1500, batch_size=32, lr=3e-3,
+        "quick": dict(GRU_COMMON, checkpoint_seconds=CHECKPOINT_SECONDS["quick"],
+                      hidden_size=128, num_layers=1, dropout=0.1, max_steps=1500, batch_size=32, lr=3e-3,
                       warmup_steps=100, val_every=100, early_stopping_patience=5),
-        "full": dict(GRU_COMMON, hidden_size=256, num_layers=2, dropout=0.2, max_steps=6000, batch_size=64, lr=2e-3,
+        "full": dict(GRU_COMMON, checkpoint_seconds=CHECKPOINT_SECONDS["full"],
+                     hidden_size=256, num_layers=2, dropout=0.2, max_steps=6000, batch_size=64, lr=2e-3,
                      warmup_steps=300, val_every=200, early_stopping_patience=8, checkpoint_every=1000),
     }
 
