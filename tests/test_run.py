@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import mini_decoders
+import mini_decoders.errors
 from mini_decoders.data.binning import bin_trials
 from mini_decoders.data.nwb import write_nwb
 from mini_decoders.data.session import Session, Units
@@ -266,3 +267,143 @@ def test_fp_bps_is_scored_for_models_that_forecast(smoothing_run, sessions, tmp_
     # Forecasts are scored, not written: PRED.h5 holds exactly the documented datasets.
     with h5py.File(run.write_predictions([session], tmp_path / "PRED.h5"), "r") as file:
         assert set(file[session.id]) == {"trial_id", "split", "rates_heldin", "rates_heldout"}
+
+
+# ------------------------------------------------------------------ one writer, nothing left half-done
+
+def test_a_locked_run_folder_refuses_a_second_writer(sessions, tmp_path):
+    from mini_decoders.files import FolderLock
+
+    folder = tmp_path / "busy"
+    folder.mkdir()
+    with FolderLock(folder, "run folder"):  # another `train --out busy` holds it
+        with pytest.raises(RunError, match=r"run folder .*busy is in use by another process \(pid \d+"):
+            train("ridge", sessions, profile="tiny", out=folder, progress=False)
+        assert folder.is_dir()  # the holder's folder is never cleaned up by the refused writer
+    run = train("ridge", sessions, profile="tiny", out=folder, progress=False)
+    assert sorted(p.name for p in run.path.iterdir()) == ["checkpoint.pt", "config.json", "metrics.json"]
+
+
+def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
+    import subprocess
+    import sys
+
+    from mini_decoders.files import FolderLock
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from mini_decoders.files import FolderLock; "
+                               f"FolderLock({str(tmp_path)!r}).acquire(); print('locked', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(RunError, match="in use by another process"):
+        FolderLock(tmp_path).acquire()
+    holder.kill()  # kill -9: no clean-up runs, the lock file stays behind
+    holder.wait()
+    assert (tmp_path / ".lock").exists()
+    with FolderLock(tmp_path):
+        pass
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_resume_refuses_another_seed(sessions, tmp_path):
+    folder = tmp_path / "gru"
+    train("gru", sessions, profile="tiny", out=folder, device="cpu", max_steps=3, seed=1, progress=False)
+    with pytest.raises(RunError, match=r"cannot resume .*gru with --seed 2: it was trained with seed 1"):
+        train("gru", sessions, profile="tiny", out=folder, device="cpu", max_steps=4, seed=2, resume=True,
+              progress=False)
+    run = train("gru", sessions, profile="tiny", out=folder, device="cpu", max_steps=4, resume=True, progress=False)
+    assert run.config["model_config"]["seed"] == 1 and run.config["model_config"]["max_steps"] == 4
+
+
+def test_resume_without_a_checkpoint_says_it_starts_from_step_0(sessions, tmp_path, capsys):
+    folder = tmp_path / "gru"
+    train("gru", sessions, profile="tiny", out=folder, device="cpu", max_steps=3, progress=False)
+    (folder / "checkpoint.pt").unlink()  # what `kill -9` before the first checkpoint leaves
+    (folder / "metrics.json").unlink()
+    with pytest.raises(RunError, match=r"holds an unfinished run with no checkpoint.*--resume.*step 0"):
+        train("gru", sessions, profile="tiny", out=folder, device="cpu", max_steps=3, progress=False)
+    train("gru", sessions, profile="tiny", out=folder, device="cpu", max_steps=3, resume=True, progress=False)
+    assert "has no checkpoint to resume from: training starts again from step 0" in capsys.readouterr().err
+
+
+def with_splits(session: Session, mapping: dict[str, str]) -> Session:
+    split = session.trials.split.copy()
+    for old, new in mapping.items():
+        split[session.trials.split == old] = new
+    trials = session.trials.subset(np.arange(len(split)))
+    trials.split = split
+    return Session(session.id, session.spike_times, session.spike_units, session.units, dict(session.behavior),
+                   trials, session.subject, session.task, session.source)
+
+
+def without_velocity(session: Session) -> Session:
+    from mini_decoders.data.session import TimeSeries
+
+    velocity = session.behavior["hand_vel"]
+    behavior = {"hand_vel": TimeSeries(velocity.timestamps, np.full_like(velocity.values, np.nan), velocity.unit)}
+    return Session(session.id, session.spike_times, session.spike_units, session.units, behavior, session.trials)
+
+
+@pytest.mark.parametrize("model, change, options, message", [
+    ("gru", None, {"max_steps": 0}, r"--max-steps must be >= 1, got 0"),
+    ("gru", None, {"device": "banana"}, r"unknown device 'banana'"),
+    ("ridge", None, {"device": "banana"}, r"unknown device 'banana'"),
+    ("ridge", None, {"max_steps": -3}, r"ridge is fitted in closed form: --max-steps does not apply"),
+    ("ndt1", {"train": "none"}, {}, r"session 'sim_s0'.* has no 'train' trials"),
+    ("smoothing", {"test": "train"}, {}, r"session 'sim_s0'.* has no 'test' trials .*metrics.json"),
+    ("ridge", "nan", {}, r"session 'sim_s0'.*'hand_vel' is NaN in every bin of its train trials"),
+])
+def test_a_failed_train_leaves_nothing_that_blocks_a_rerun(sessions, tmp_path, model, change, options, message):
+    broken = with_splits(sessions[0], change) if isinstance(change, dict) else (
+        without_velocity(sessions[0]) if change == "nan" else sessions[0])
+    out = tmp_path / "runs" / model
+    with pytest.raises((RunError, mini_decoders.errors.DataError), match=message):
+        train(model, [broken], profile="tiny", out=out, progress=False, **options)
+    assert not out.exists()
+    # The same command with the input fixed runs.
+    fixed = {key: value for key, value in options.items() if key == "max_steps" and model != "ridge"}
+    train(model, [sessions[0]], profile="tiny", out=out, progress=False, **{k: 2 for k in fixed})
+    assert (out / "metrics.json").is_file()
+
+
+def test_a_failure_during_training_removes_only_what_this_call_wrote(sessions, tmp_path, monkeypatch):
+    from mini_decoders.models.baselines import GRUDecoder
+
+    def broken_fit(self, *args, **kwargs):
+        raise RuntimeError("the GPU fell off")
+
+    monkeypatch.setattr(GRUDecoder, "fit", broken_fit)
+    with pytest.raises(RuntimeError, match="fell off"):
+        train("gru", sessions, profile="tiny", out=tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own file")
+    with pytest.raises(RuntimeError, match="fell off"):
+        train("gru", sessions, profile="tiny", out=mine, progress=False)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
+def test_out_that_is_a_file_is_refused(sessions, tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("not a folder")
+    with pytest.raises(RunError, match=r"taken exists and is not a folder"):
+        train("ridge", sessions, profile="tiny", out=target, progress=False)
+    assert target.read_text() == "not a folder"
+
+
+def test_run_files_and_predictions_are_readable_like_other_new_files(sessions, tmp_path):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        run = train("smoothing", sessions, profile="tiny", out=tmp_path / "run", progress=False)
+        pred = run.write_predictions(sessions, tmp_path / "PRED.h5")
+        nwb = write_nwb(sessions[0], tmp_path / "s.nwb")
+        os.umask(0o077)
+        private = run.write_predictions(sessions, tmp_path / "private.h5")
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [*run.path.iterdir(), pred, nwb, private]}
+    assert modes == {"config.json": 0o644, "checkpoint.pt": 0o644, "metrics.json": 0o644, "PRED.h5": 0o644,
+                     "s.nwb": 0o644, "private.h5": 0o600}

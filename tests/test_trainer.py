@@ -396,6 +396,19 @@ def test_checkpoint_refuses_pickled_objects(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
 
 
+def test_unreadable_checkpoint_never_advises_unsafe_loading(tmp_path):
+    import os
+
+    (tmp_path / "random.pt").write_bytes(os.urandom(5000))
+    torch.save({"config": TrainConfig()}, tmp_path / "pickled.pt")
+    for name in ("random.pt", "pickled.pt"):
+        with pytest.raises(RunError) as error:
+            load_checkpoint(tmp_path / name)
+        message = str(error.value)
+        assert "weights_only" not in message and "\n" not in message, message
+        assert f"{name} is truncated or corrupt, or not a checkpoint written by mini-decoders" in message
+
+
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     model = NanRegressor(nan_at=7)
     with pytest.raises(RunError, match=r"loss is nan at step 7.*last good checkpoint .*checkpoint.pt is kept"):
