@@ -407,3 +407,13 @@ def test_run_files_and_predictions_are_readable_like_other_new_files(sessions, t
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [*run.path.iterdir(), pred, nwb, private]}
     assert modes == {"config.json": 0o644, "checkpoint.pt": 0o644, "metrics.json": 0o644, "PRED.h5": 0o644,
                      "s.nwb": 0o644, "private.h5": 0o600}
+
+
+def test_a_trial_longer_than_the_model_takes_is_named_before_training(sessions, tmp_path):
+    session = with_splits(sessions[0], {})
+    session.trials.stop[3] = session.trials.start[3] + 11.0  # 550 bins of 20 ms; NDT1's max_bins is 512
+    with pytest.raises(mini_decoders.errors.DataError,
+                       match=r"session 'sim_s0' .*: trial 3 \(.* s\) is 550 bins of 0.02 s, longer than ndt1's "
+                             r"max_bins=512"):
+        train("ndt1", [session], profile="tiny", out=tmp_path / "ndt1", progress=False)
+    assert not (tmp_path / "ndt1").exists()
