@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from mini_decoders.errors import MiniDecodersError  # no dependencies: safe to import before main's try
+
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -80,18 +82,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from mini_decoders.run import load_run
+    from mini_decoders.run import load_run, write_json_atomic
 
     run = load_run(args.run)
     scores = run.evaluate(_sessions(args.data), split=args.split)
-    text = json.dumps(scores, indent=2)
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out)
-    print(text)
+        write_json_atomic(out, scores)
+    print(json.dumps(scores, indent=2))
     return 0
 
 
@@ -290,11 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mini_decoders.errors import MiniDecodersError
-
-    args = build_parser().parse_args(argv)
     debug = os.environ.get("MINI_DECODERS_DEBUG") == "1"
     try:
+        # Inside the try: a Ctrl-C while the heavy libraries (torch, pynwb) load is an interrupt too.
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except MiniDecodersError as error:
         if debug:

@@ -214,8 +214,12 @@ def test_data_with_other_units_is_refused_with_how_to_adapt(ridge_run, sessions)
                     Units([f"new/{i}" for i in range(session.n_units)], session.units.region, session.units.heldout),
                     session.behavior, session.trials)
     for call in (ridge_run.predict, ridge_run.evaluate):
-        with pytest.raises(RunError, match="trained on other units.*finetune RUN --data NEW.nwb --mode units"):
+        # ridge has nothing to fine-tune: the advice is to train on the new recording, never `finetune`.
+        with pytest.raises(RunError, match=r"trained on other units.*A ridge run cannot be adapted to new units: "
+                                           r"train one on the new recording \(`mini-decoders train ridge --data "
+                                           r"NEW.nwb`\), or use a model that adapts \(ndt2, poyo, mtm\)") as error:
             call([other])
+        assert "finetune" not in str(error.value)
     renamed = Session("another_day", session.spike_times, session.spike_units,
                       Units([f"another_day/{i}" for i in range(session.n_units)], session.units.region,
                             session.units.heldout), session.behavior, session.trials)
@@ -417,3 +421,45 @@ def test_a_trial_longer_than_the_model_takes_is_named_before_training(sessions, 
                              r"max_bins=512"):
         train("ndt1", [session], profile="tiny", out=tmp_path / "ndt1", progress=False)
     assert not (tmp_path / "ndt1").exists()
+
+
+def test_other_units_in_an_adaptable_run_point_to_finetune(sessions):
+    from mini_decoders.models.mtm import MtM
+
+    model = MtM.build(sessions[:1], MtM.recipe_config("tiny"))
+    other = Session("new", sessions[1].spike_times, sessions[1].spike_units,
+                    Units([f"new/{i}" for i in range(sessions[1].n_units)]), trials=sessions[1].trials)
+    with pytest.raises(RunError, match=r"finetune RUN --data NEW.nwb --mode units"):
+        model.spec_for(other)
+
+
+def test_behaviour_under_another_name_says_to_rename_it(sessions, tmp_path):
+    session = sessions[0]
+    renamed = Session(session.id, session.spike_times, session.spike_units, session.units,
+                      {"cursor_vel": session.behavior["hand_vel"]}, session.trials)
+    with pytest.raises(mini_decoders.errors.DataError) as error:
+        train("ridge", [renamed], profile="tiny", out=tmp_path / "r", progress=False)
+    message = str(error.value)
+    assert "ridge decodes behavior 'hand_vel', but session 'sim_s0' has ['cursor_vel']" in message
+    assert "session.behavior['hand_vel'] = session.behavior.pop('cursor_vel')" in message
+    assert "without behaviour" not in message
+    assert not (tmp_path / "r").exists()
+
+
+def test_fit_and_tune_message_counts_each_split():
+    from mini_decoders.models.baselines import fit_and_tune_positions
+
+    with pytest.raises(mini_decoders.errors.DataError, match=r"found 0 train and 32 val trials"):
+        fit_and_tune_positions(np.array(["val"] * 32))
+    with pytest.raises(mini_decoders.errors.DataError, match=r"found 1 train and 0 val trials"):
+        fit_and_tune_positions(np.array(["train"]))
+
+
+def test_train_without_sessions_is_a_data_error(tmp_path):
+    with pytest.raises(mini_decoders.errors.DataError, match=r"sessions must be a Session, an NWB path, or a list "
+                                                             r"of them; got NoneType"):
+        train("ridge", None, profile="tiny", out=tmp_path / "r", progress=False)
+    with pytest.raises(mini_decoders.errors.DataError, match=r"sessions must be Session objects or NWB paths; got a "
+                                                             r"int"):
+        train("ridge", [3], profile="tiny", out=tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()

@@ -48,16 +48,22 @@ def fit_and_tune_positions(split: np.ndarray, seed: int = 0) -> tuple[np.ndarray
         n_tune = max(1, len(fit) // 5)
         fit, tune = fit[:-n_tune], fit[-n_tune:]
     if len(fit) == 0 or len(tune) == 0:
-        raise DataError(f"need at least 2 train/val trials to fit and tune, found {len(split)}")
+        raise DataError(f"need train trials to fit and val (or more train) trials to tune: at least 2 in all, "
+                        f"found {int((split == 'train').sum())} train and {int((split == 'val').sum())} val trials")
     return fit, tune
 
 
 def require_behavior(spec: SessionSpec, model: str, name: str = BEHAVIOR) -> int:
     """Number of channels of behaviour ``name`` in a training session, or a DataError."""
     if name not in spec.behavior_dims:
-        raise DataError(f"{model} decodes behavior {name!r}, but session {spec.id!r} has "
-                        f"{sorted(spec.behavior_dims) or 'no behavior'}; train a rate model "
-                        "(smoothing, ndt1, ...) on data without behaviour")
+        found = sorted(spec.behavior_dims)
+        if found:  # the velocity may well be there under another name (Golub's BCI data: cursor_vel)
+            how = (f"if one of them is the signal to decode, rename it first (e.g. session.behavior[{name!r}] = "
+                   f"session.behavior.pop({found[0]!r})); otherwise train a rate model (smoothing, ndt1, ...)")
+        else:
+            how = "train a rate model (smoothing, ndt1, ...) on data without behaviour"
+        raise DataError(f"{model} decodes behavior {name!r}, but session {spec.id!r} has {found or 'no behavior'}; "
+                        f"{how}")
     return spec.behavior_dims[name]
 
 
