@@ -39,7 +39,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from mini_decoders.data.registry import fetch
 
-    for path in fetch(args.name, cache=args.cache):
+    for path in fetch(args.name, cache=args.cache, total_timeout=args.timeout):
         print(path)
     return 0
 
@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = data.add_parser("fetch", help="download a real dataset by name and verify its checksum")
     fetch.add_argument("name")
     fetch.add_argument("--cache", default=None, help="cache folder (default $MINI_DECODERS_DATA or ~/.cache/mini_decoders)")
+    fetch.add_argument("--timeout", type=float, default=None, metavar="S",
+                       help="give up on a file after S seconds, every attempt included (default "
+                            "$MINI_DECODERS_FETCH_TIMEOUT or 60)")
     fetch.set_defaults(func=cmd_data_fetch)
     info = data.add_parser("info", help="summarise an NWB file, or say why it cannot be used")
     info.add_argument("file")

@@ -174,3 +174,18 @@ def test_ctrl_c_while_the_program_starts_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 130, result.stderr
     assert result.stderr == "interrupted\n"
+
+
+def test_synth_files_are_readable_like_the_nwb_files(tmp_path):
+    import os
+    import stat
+
+    from mini_decoders.data.synth import write_synthetic
+
+    previous = os.umask(0o022)
+    try:
+        write_synthetic(tmp_path, n_sessions=1, n_trials=10)
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {"sim_s0.nwb": 0o644, "sim_s0_truth.h5": 0o644, "simulation.json": 0o644}
