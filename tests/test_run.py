@@ -463,3 +463,29 @@ def test_train_without_sessions_is_a_data_error(tmp_path):
                                                              r"int"):
         train("ridge", [3], profile="tiny", out=tmp_path / "r", progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_ctrl_c_inside_an_optimizer_step_then_resume_gives_the_uninterrupted_run(sessions, tmp_path, monkeypatch):
+    import signal
+
+    straight = train("gru", sessions, profile="tiny", out=tmp_path / "straight", device="cpu", max_steps=12,
+                     progress=False)
+    original, calls = torch.optim.AdamW.step, [0]
+
+    def step_then_ctrl_c(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        calls[0] += 1
+        if calls[0] == 7:  # after the weights of step 7 changed, before the step is counted
+            signal.raise_signal(signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train("gru", sessions, profile="tiny", out=tmp_path / "cut", device="cpu", max_steps=12, progress=False)
+    monkeypatch.undo()
+    assert (tmp_path / "cut" / "checkpoint.pt").is_file()  # kept for --resume
+    resumed = train("gru", sessions, profile="tiny", out=tmp_path / "cut", device="cpu", max_steps=12, resume=True,
+                    progress=False)
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    assert resumed.metrics["mean"] == straight.metrics["mean"]
