@@ -516,8 +516,8 @@ class Trainer:
             kept = self._checkpoint_step()
             kept = (f"the checkpoint of step {kept} is kept" if kept is not None
                     else "no checkpoint was written, so a rerun starts from step 0")
-            print(f"interrupted inside the optimizer update of step {self.step + 1}, which may have changed only some "
-                  f"weights: they are not saved and {kept}; rerun with --resume", flush=True)
+            print(f"interrupted inside an optimizer update, which may have changed only some weights: they are not "
+                  f"saved and {kept}; rerun with --resume", flush=True)
             return
         if phase == "step":
             rng = rng_at_step_start  # nothing was updated: replay this step from its start
