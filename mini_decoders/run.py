@@ -71,7 +71,8 @@ def as_sessions(sessions: SessionsLike) -> list[Session]:
         if isinstance(item, Session):
             loaded.append(item)
         elif not isinstance(item, (str, os.PathLike)):
-            raise DataError(f"sessions must be Session objects or NWB paths; got a {type(item).__name__} ({item!r:.60})")
+            raise DataError(f"sessions must be Session objects or NWB paths; got a {type(item).__name__} "
+                            f"({item!r:.60})")
         else:
             from mini_decoders.data.nwb import read_nwb  # pynwb is slow to import; only when a path is given
 
@@ -438,8 +439,9 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
                                f"{[s['id'] for s in previous['sessions']]}, not {model_class.name!r} on "
                                f"{[s.id for s in specs]}")
             if previous.get("recipe", "default") != config["recipe"]:
-                raise RunError(f"cannot resume {out}: it was trained with recipe {previous.get('recipe', 'default')!r}, "
-                               f"not {config['recipe']!r}; pass the same --recipe, or choose another --out")
+                raise RunError(f"cannot resume {out}: it was trained with recipe "
+                               f"{previous.get('recipe', 'default')!r}, not {config['recipe']!r}; pass the same "
+                               "--recipe, or choose another --out")
             run_seed = int(previous["model_config"].get("seed", 0))
             if seed is not None and int(seed) != run_seed:
                 raise RunError(f"cannot resume {out} with --seed {seed}: it was trained with seed {run_seed}, and "
@@ -528,8 +530,9 @@ def check_trial_lengths(session: Session, model_name: str, model_config: dict) -
     if len(too_long):
         trial = int(too_long[0])
         key = "max_bins" if "max_bins" in model_config else "max_time_bins"
+        start, stop = session.trials.start[trial], session.trials.stop[trial]
         raise DataError(f"session {session.id!r} ({session.source or 'in memory'}): trial {trial} "
-                        f"({session.trials.start[trial]:.6g}-{session.trials.stop[trial]:.6g} s) is {n_bins[trial]} bins "
+                        f"({start:.6g}-{stop:.6g} s) is {n_bins[trial]} bins "
                         f"of {bin_size} s, longer than {model_name}'s {key}={int(limit)} "
                         f"({len(too_long)} trial(s) are); cut long trials into windows "
                         "(mini_decoders.data.windows.make_windows) or build the model with a larger "

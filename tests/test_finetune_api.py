@@ -39,7 +39,7 @@ def test_cli_finetune_refusal_is_one_line(ridge_run, tmp_path):
 
 def test_unseen_units_are_refused_with_the_way_to_adapt(ridge_run):
     run, paths = ridge_run
-    with pytest.raises(RunError, match="A ridge run cannot be adapted to new units: train one on the new recording"):
+    with pytest.raises(RunError, match="This ridge run cannot be adapted to new units: train one on the new recording"):
         run.evaluate([paths[1]])
 
 

@@ -215,7 +215,7 @@ def test_data_with_other_units_is_refused_with_how_to_adapt(ridge_run, sessions)
                     session.behavior, session.trials)
     for call in (ridge_run.predict, ridge_run.evaluate):
         # ridge has nothing to fine-tune: the advice is to train on the new recording, never `finetune`.
-        with pytest.raises(RunError, match=r"trained on other units.*A ridge run cannot be adapted to new units: "
+        with pytest.raises(RunError, match=r"trained on other units.*This ridge run cannot be adapted to new units: "
                                            r"train one on the new recording \(`mini-decoders train ridge --data "
                                            r"NEW.nwb`\), or use a model that adapts \(ndt2, poyo, mtm\)") as error:
             call([other])

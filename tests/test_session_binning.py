@@ -121,7 +121,8 @@ def test_bins_and_windows_that_do_not_fit():
 # --------------------------------------------------------------------------- from_binned: refused, named
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(heldout=[True, False]), r"from_binned: heldout has 2 entries, expected one per unit \(counts has 6 columns\)"),
+    (dict(heldout=[True, False]),
+     r"from_binned: heldout has 2 entries, expected one per unit \(counts has 6 columns\)"),
     (dict(region=["M1"] * 5), r"from_binned: region has 5 entries, expected one per unit \(counts has 6 columns\)"),
     (dict(unit_names=["a", "b"]), r"from_binned: unit_names has 2 entries, expected one per unit"),
     (dict(trials=Trials([0.0, 10.0], [5.0, 500.0])),

@@ -287,8 +287,8 @@ class Session:
                 spike = int(np.flatnonzero(~covered)[0])
                 unit = int(self.spike_units[spike])
                 spans = ", ".join(f"{a:.6g}-{b:.6g} s" for a, b in intervals[unit][:5]) or "none"
-                raise DataError(f"{where}: unit {str(self.units.ids[unit])!r} has a spike at {self.spike_times[spike]:.6g} s, "
-                                f"outside its observation intervals ({spans}); "
+                raise DataError(f"{where}: unit {str(self.units.ids[unit])!r} has a spike at "
+                                f"{self.spike_times[spike]:.6g} s, outside its observation intervals ({spans}); "
                                 f"{int((~covered).sum())} spike(s) lie outside their unit's obs_intervals")
         if not len(bounds):
             return

@@ -160,7 +160,7 @@ class Decoder(nn.Module):
                             "learn embeddings for the new units with the rest frozen) or `--mode full` "
                             "(fine-tune everything); in Python, `run.finetune(...)`.")
         else:  # nothing shared to keep: saying `finetune` would send the user to a refusal
-            how_to_adapt = (f"A {self.name} run cannot be adapted to new units: train one on the new recording "
+            how_to_adapt = (f"This {self.name} run cannot be adapted to new units: train one on the new recording "
                             f"(`mini-decoders train {self.name} --data NEW.nwb`), or use a model that adapts "
                             "(ndt2, poyo, mtm).")
         trained = ", ".join(repr(spec.id) for spec in self.specs)
