@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "the profile) | paper+CHANGE | default-CHANGE (one change measured on its own)")
     train.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     train.add_argument("--max-steps", type=int, default=None)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=None,
+                       help="the run's seed (default 0; with --resume, the run's own seed: another one is refused)")
     train.add_argument("--resume", action="store_true", help="continue from the RUN folder's checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)

@@ -189,3 +189,15 @@ def test_synth_files_are_readable_like_the_nwb_files(tmp_path):
         os.umask(previous)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
     assert modes == {"sim_s0.nwb": 0o644, "sim_s0_truth.h5": 0o644, "simulation.json": 0o644}
+
+
+def test_resume_takes_the_runs_seed_and_refuses_another(synth_dir, tmp_path, capsys):
+    data = [str(p) for p in sorted(synth_dir.glob("*.nwb"))[:1]]
+    common = ["train", "gru", "--data", *data, "--out", str(tmp_path / "gru"), "--profile", "tiny", "--quiet",
+              "--device", "cpu"]
+    assert main([*common, "--seed", "3", "--max-steps", "2"]) == 0
+    assert main([*common, "--resume", "--max-steps", "3"]) == 0  # no --seed: the run's own seed 3
+    capsys.readouterr()
+    assert main([*common, "--resume", "--max-steps", "4", "--seed", "4"]) == 2
+    err = one_line_error(capsys)
+    assert "it was trained with seed 3" in err and "drop --seed or pass --seed 3" in err
