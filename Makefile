@@ -21,6 +21,12 @@ DATA_ENV := $(if $(MINI_DECODERS_DATA),,$(if $(wildcard $(SHARED_DATA)),MINI_DEC
 LADDER_JSON ?= _build/ladder/ladder.json
 LADDER_ENV := $(if $(wildcard $(LADDER_JSON)),MINI_DECODERS_LADDER_JSON=$(abspath $(LADDER_JSON)))
 
+# Notebook tests (nbval) and book builds (jupyter-book) both start Jupyter kernels on local TCP
+# ports that are picked free just before the kernel binds them: run at once on one machine they can
+# collide, and a cell then waits on the wrong kernel until it times out. Both run under one
+# machine-wide lock and take turns; the second says whom it waits for (.ci/kernel_lock.py).
+KERNEL_LOCK := $(PY) .ci/kernel_lock.py --
+
 .PHONY: book test venv clean-book ladder
 
 venv: $(STAMP)
@@ -35,11 +41,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(DATA_ENV) MINI_DECODERS_PROFILE=tiny $(PY) -m pytest -q -p no:cacheprovider \
+	$(DATA_ENV) MINI_DECODERS_PROFILE=tiny $(KERNEL_LOCK) $(PY) -m pytest -q -p no:cacheprovider \
 		--nbval-lax --nbval-cell-timeout=900 tests notebooks
 
 book: $(STAMP)
-	$(DATA_ENV) $(LADDER_ENV) $(VENV)/bin/jupyter-book build . --keep-going
+	$(DATA_ENV) $(LADDER_ENV) $(KERNEL_LOCK) $(VENV)/bin/jupyter-book build . --keep-going
 	@echo "book: open _build/html/index.html"
 
 clean-book:

@@ -12,10 +12,28 @@ The Python API mirrors the command line::
 __version__ = "0.1.0"
 
 # `mini_decoders.train` is both the training subpackage (DESIGN §2) and the API function
-# (DESIGN §6). Importing `run` first imports the subpackage, which binds the attribute to the
-# module; binding the function afterwards makes `md.train(...)` the function for good (later
-# imports of `mini_decoders.train.*` find the subpackage in sys.modules and do not rebind it).
-from mini_decoders import run as _run  # noqa: E402
-from mini_decoders.run import Run, load_run, train  # noqa: E402
+# (DESIGN §6). The subpackage is imported here (its __init__ imports nothing), so later imports of
+# `mini_decoders.train.*` find it in sys.modules and never rebind the package attribute; the name
+# is then removed, and `md.train` (like `Run`, `load_run`) is looked up in `mini_decoders.run` on
+# first use. Importing the package stays instant: `mini-decoders` starts, and handles Ctrl-C, before
+# torch loads.
+from mini_decoders import train as _training_package  # noqa: E402,F401
 
+del train
+
+_API = ("Run", "load_run", "train")
 __all__ = ["Run", "__version__", "load_run", "train"]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from mini_decoders import run
+
+        value = getattr(run, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mini_decoders' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from mini_decoders.errors import MiniDecodersError  # no dependencies: safe to import before main's try
+
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -37,7 +39,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from mini_decoders.data.registry import fetch
 
-    for path in fetch(args.name, cache=args.cache):
+    for path in fetch(args.name, cache=args.cache, total_timeout=args.timeout):
         print(path)
     return 0
 
@@ -80,18 +82,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from mini_decoders.run import load_run
+    from mini_decoders.run import load_run, write_json_atomic
 
     run = load_run(args.run)
     scores = run.evaluate(_sessions(args.data), split=args.split)
-    text = json.dumps(scores, indent=2)
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out)
-    print(text)
+        write_json_atomic(out, scores)
+    print(json.dumps(scores, indent=2))
     return 0
 
 
@@ -186,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = data.add_parser("fetch", help="download a real dataset by name and verify its checksum")
     fetch.add_argument("name")
     fetch.add_argument("--cache", default=None, help="cache folder (default $MINI_DECODERS_DATA or ~/.cache/mini_decoders)")
+    fetch.add_argument("--timeout", type=float, default=None, metavar="S",
+                       help="give up on a file after S seconds, every attempt included (default "
+                            "$MINI_DECODERS_FETCH_TIMEOUT or 60)")
     fetch.set_defaults(func=cmd_data_fetch)
     info = data.add_parser("info", help="summarise an NWB file, or say why it cannot be used")
     info.add_argument("file")
@@ -201,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "the profile) | paper+CHANGE | default-CHANGE (one change measured on its own)")
     train.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     train.add_argument("--max-steps", type=int, default=None)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=None,
+                       help="the run's seed (default 0; with --resume, the run's own seed: another one is refused)")
     train.add_argument("--resume", action="store_true", help="continue from the RUN folder's checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
@@ -290,11 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mini_decoders.errors import MiniDecodersError
-
-    args = build_parser().parse_args(argv)
     debug = os.environ.get("MINI_DECODERS_DEBUG") == "1"
     try:
+        # Inside the try: a Ctrl-C while the heavy libraries (torch, pynwb) load is an interrupt too.
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except MiniDecodersError as error:
         if debug:

@@ -18,9 +18,11 @@ A RUN folder holds three files:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
+import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,7 @@ import mini_decoders
 from mini_decoders.data.binning import DEFAULT_BIN_SIZE, BinnedTrials, bin_intervals, bin_trials
 from mini_decoders.data.session import Session
 from mini_decoders.errors import DataError, RunError
+from mini_decoders.files import LOCK_NAME, FolderLock, replacing
 from mini_decoders.metrics import (bits_per_spike, psth_r2_from_spikes, r2_score,
                                    velocity_r2_from_rates)
 from mini_decoders.models.base import PREDICTION_KEYS, Decoder, SessionSpec
@@ -53,13 +56,23 @@ SessionsLike = Session | str | os.PathLike | Iterable[Session | str | os.PathLik
 # Small I/O helpers
 
 def as_sessions(sessions: SessionsLike) -> list[Session]:
-    """Sessions as a list: Session objects are kept, paths are read with ``read_nwb``."""
+    """Sessions as a list: Session objects are kept, paths are read with ``read_nwb``.
+
+    Raises:
+        DataError: nothing given, something that is neither a Session nor a path, or two sessions
+            with one id.
+    """
     if isinstance(sessions, (Session, str, os.PathLike)):
         sessions = [sessions]
+    if sessions is None or not hasattr(sessions, "__iter__"):
+        raise DataError(f"sessions must be a Session, an NWB path, or a list of them; got {type(sessions).__name__}")
     loaded = []
     for item in sessions:
         if isinstance(item, Session):
             loaded.append(item)
+        elif not isinstance(item, (str, os.PathLike)):
+            raise DataError(f"sessions must be Session objects or NWB paths; got a {type(item).__name__} "
+                            f"({item!r:.60})")
         else:
             from mini_decoders.data.nwb import read_nwb  # pynwb is slow to import; only when a path is given
 
@@ -75,15 +88,16 @@ def as_sessions(sessions: SessionsLike) -> list[Session]:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON to a temp file next to ``path``, then rename it over ``path``."""
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(data, file, indent=2, default=_json_default)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as JSON to a temp file next to ``path``, then rename it over ``path``.
+
+    Raises:
+        RunError: ``path`` is a folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise RunError(f"{path} is a folder; expected the path of a .json file to write (e.g. {path / 'scores.json'})")
+    with replacing(path) as temp, open(temp, "w") as file:
+        json.dump(data, file, indent=2, default=_json_default)
 
 
 def _json_default(value: Any) -> Any:
@@ -144,6 +158,7 @@ class Run:
     def _binned(self, session: Session, behavior: bool) -> BinnedTrials:
         """Every trial of ``session`` binned from its start to stop (behaviour at the model's lag)."""
         names = (BEHAVIOR,) if behavior and BEHAVIOR in session.behavior else ()
+        check_trial_lengths(session, self.model.name, self.model.config)
         return bin_trials(session, self.bin_size, split=None, behavior=names, lag=float(self.model.config.get("lag", 0.0)))
 
     def _predict_one(self, session: Session, binned: BinnedTrials) -> dict[str, np.ndarray]:
@@ -188,29 +203,24 @@ class Run:
         """
         import h5py
 
-        predictions = self.predict(sessions)
         path = Path(path)
+        if path.is_dir():
+            raise RunError(f"{path} is a folder; expected the path of the .h5 file to write (e.g. {path / 'PRED.h5'})")
+        predictions = self.predict(sessions)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        try:
-            with h5py.File(temp_name, "w") as file:
-                file.attrs["bin_size_s"] = self.bin_size
-                file.attrs["model"] = str(self.config.get("model", ""))
-                file.attrs["mini_decoders_version"] = mini_decoders.__version__
-                for session_id, arrays in predictions.items():
-                    group = file.create_group(session_id.replace("/", "_"))
-                    group.attrs["session_id"] = session_id
-                    group.attrs["bin_size_s"] = self.bin_size
-                    group.create_dataset("trial_id", data=arrays["trial_id"].astype(np.int64))
-                    group.create_dataset("split", data=arrays["split"].astype(object), dtype=h5py.string_dtype("utf-8"))
-                    for key in PREDICTION_KEYS:
-                        if key in arrays:
-                            group.create_dataset(key, data=arrays[key].astype(np.float32), compression="gzip")
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        with replacing(path) as temp, h5py.File(temp, "w") as file:
+            file.attrs["bin_size_s"] = self.bin_size
+            file.attrs["model"] = str(self.config.get("model", ""))
+            file.attrs["mini_decoders_version"] = mini_decoders.__version__
+            for session_id, arrays in predictions.items():
+                group = file.create_group(session_id.replace("/", "_"))
+                group.attrs["session_id"] = session_id
+                group.attrs["bin_size_s"] = self.bin_size
+                group.create_dataset("trial_id", data=arrays["trial_id"].astype(np.int64))
+                group.create_dataset("split", data=arrays["split"].astype(object), dtype=h5py.string_dtype("utf-8"))
+                for key in PREDICTION_KEYS:
+                    if key in arrays:
+                        group.create_dataset(key, data=arrays[key].astype(np.float32), compression="gzip")
         return path
 
     # ------------------------------------------------------------------ evaluation
@@ -247,31 +257,47 @@ class Run:
             raise RunError(f"{out} already holds a run ({CONFIG_NAME} exists); choose another --out")
         if self.path is not None and out.resolve() == Path(self.path).resolve():
             raise RunError("finetune writes a new RUN folder; --out must differ from the run being adapted")
+        known = [s.id for s in sessions if self._knows(s)]
+        if mode == "units" and len(known) == len(sessions):
+            raise RunError(f"this run was trained on {', '.join(map(repr, known))}: --mode units learns embeddings for "
+                           "new units only, so it would change nothing. To train more on these sessions use --mode "
+                           f"full, or `mini-decoders train {self.model.name} ... --out {self.path or 'RUN'} --resume "
+                           "--max-steps N`")
         model = copy.deepcopy(self.model)
         if profile is not None:
             recipe = type(model).recipe_config(resolve_profile(profile), model.config.get("recipe"))
             model.config.update({k: v for k, v in recipe.items() if k.startswith("finetune")})
         if max_steps is not None:
+            if int(max_steps) < 1:
+                raise RunError(f"--max-steps must be >= 1, got {max_steps}")
             model.config["finetune_steps"] = int(max_steps)
+        for session in sessions:
+            check_trial_lengths(session, model.name, model.config)
         torch.manual_seed(int(seed))
-        out.mkdir(parents=True, exist_ok=True)
-        config = {**self.config, "sessions": [], "model_config": model.config,
-                  "finetuned_from": str(self.path) if self.path is not None else None, "finetune_mode": mode}
-        started = time.perf_counter()
-        history = model.finetune(sessions, mode, model.config, out_dir=out, progress=progress)
-        train_seconds = time.perf_counter() - started
-        config["sessions"] = [spec.to_dict() for spec in model.specs]
-        config["model_config"] = model.config
-        write_json_atomic(out / CONFIG_NAME, config)
-        _save_run_checkpoint(out, model)
-        history = history if isinstance(history, dict) else {}
-        training = {"train_seconds": train_seconds, "mode": mode,
-                    "samples_per_second": history.get("samples", 0) / max(train_seconds, 1e-9),
-                    "history": _history_summary(history)}
-        run = Run(out, model.cpu(), config, {"training": training})
-        run.metrics = {**run.evaluate(sessions, split="test"), "training": training}
-        write_json_atomic(out / METRICS_NAME, run.metrics)
+        # No resume for fine-tuning: on failure nothing of this call is kept.
+        with _writing(out, keep_resumable=False):
+            config = {**self.config, "sessions": [], "model_config": model.config,
+                      "finetuned_from": str(self.path) if self.path is not None else None, "finetune_mode": mode}
+            started = time.perf_counter()
+            history = model.finetune(sessions, mode, model.config, out_dir=out, progress=progress)
+            train_seconds = time.perf_counter() - started
+            config["sessions"] = [spec.to_dict() for spec in model.specs]
+            config["model_config"] = model.config
+            write_json_atomic(out / CONFIG_NAME, config)
+            _save_run_checkpoint(out, model)
+            history = history if isinstance(history, dict) else {}
+            training = {"train_seconds": train_seconds, "mode": mode,
+                        "samples_per_second": history.get("samples", 0) / max(train_seconds, 1e-9),
+                        "history": _history_summary(history)}
+            run = Run(out, model.cpu(), config, {"training": training})
+            run.metrics = {**run.evaluate(sessions, split="test"), "training": training}
+            write_json_atomic(out / METRICS_NAME, run.metrics)
         return run
+
+    def _knows(self, session: Session) -> bool:
+        """Whether ``session`` is one this run was trained on (same id, or the same unit ids)."""
+        ids = [str(u) for u in session.units.ids]
+        return session.id in self.model.session_index or any(spec.unit_ids == ids for spec in self.model.specs)
 
     def evaluate(self, sessions: SessionsLike, split: str = "test") -> dict:
         """NLB metrics of the run on the ``split`` trials of each session.
@@ -352,7 +378,7 @@ class Run:
 # train / load_run
 
 def train(model: str, sessions: SessionsLike, profile: str | None = None, out: str | os.PathLike | None = None, *,
-          recipe: str | None = None, device: str | None = None, max_steps: int | None = None, seed: int = 0,
+          recipe: str | None = None, device: str | None = None, max_steps: int | None = None, seed: int | None = None,
           resume: bool = False, progress: bool = True) -> Run:
     """Train ``model`` on ``sessions`` and write a RUN folder (``config.json``, ``checkpoint.pt``,
     ``metrics.json``).
@@ -366,64 +392,201 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
         recipe: ``"default"`` (None: what works best on small data), ``"paper"`` (the method as
             published, scaled in size by the profile), or one change measured on its own:
             ``"paper+CHANGE"`` / ``"default-CHANGE"`` (see :mod:`mini_decoders.models.recipes`).
-        device, max_steps, seed: overrides of the profile's config (gradient models).
-        resume: continue an interrupted run in ``out`` (same model and sessions).
+        device, max_steps: overrides of the profile's config (``max_steps``: gradient models only).
+        seed: the run's seed (None: 0 for a new run, the run's own seed on resume).
+        resume: continue an interrupted run in ``out`` (same model, sessions and seed).
         progress: print progress.
 
+    Every input is checked before anything is written. While it trains, the RUN folder is locked:
+    a second ``train`` into it is refused. If training fails before it wrote a checkpoint to
+    resume from, what this call wrote is removed (the folder too, if this call created it), so
+    the same command runs once the input is fixed.
+
     Raises:
-        RunError: unknown model, ``out`` already holds a run (without ``resume``), or a resumed
-            run does not match.
+        RunError: unknown model, ``out`` already holds a run (without ``resume``), is in use by
+            another process, or a resumed run does not match.
+        DataError: a session has no train or no test trials, or no finite behaviour to decode.
     """
     model_class = get_model(model)
-    sessions = as_sessions(sessions)
     profile = resolve_profile(profile)
     out = Path(out) if out is not None else Path("runs") / f"{model_class.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    config_path = out / CONFIG_NAME
-    if config_path.exists() and not resume:
-        raise RunError(f"{out} already holds a run ({CONFIG_NAME} exists); pass resume=True (--resume) to continue "
-                       "it, or choose another --out")
     model_config = model_class.recipe_config(profile, recipe)
-    overrides = {"device": device, "max_steps": max_steps}
-    model_config.update({k: v for k, v in overrides.items() if v is not None})
-    model_config["seed"] = int(seed)
-    specs = [SessionSpec.of(s) for s in sessions]
-    config = {"format_version": FORMAT_VERSION, "package_version": mini_decoders.__version__,
-              "model": model_class.name, "profile": profile, "recipe": model_config["recipe"],
-              "model_config": model_config,
-              "bin_size": float(model_config.get("bin_size", DEFAULT_BIN_SIZE)),
-              "sessions": [spec.to_dict() for spec in specs]}
-    if resume and config_path.exists():
-        previous = _read_config(out)
-        if previous["model"] != config["model"] or [s["id"] for s in previous["sessions"]] != [s.id for s in specs]:
-            raise RunError(f"cannot resume {out}: it is a {previous['model']!r} run on sessions "
-                           f"{[s['id'] for s in previous['sessions']]}, not {model_class.name!r} on {[s.id for s in specs]}")
-        if previous.get("recipe", "default") != config["recipe"]:
-            raise RunError(f"cannot resume {out}: it was trained with recipe {previous.get('recipe', 'default')!r}, "
-                           f"not {config['recipe']!r}; pass the same --recipe, or choose another --out")
-        config = previous
-        model_config = previous["model_config"]
-        model_config.update({k: v for k, v in overrides.items() if v is not None})  # e.g. train longer
+    overrides = _checked_overrides(model_class, model_config, device, max_steps)
+    sessions = as_sessions(sessions)
+    _check_trainable(model_class, sessions, {**model_config, **overrides})
 
-    torch.manual_seed(int(seed))
-    np.random.seed(int(seed) % 2**32)
-    net = model_class.build(sessions, model_config)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(config_path, config)
+    with _writing(out, keep_resumable=True):
+        config_path = out / CONFIG_NAME
+        has_checkpoint = _has_checkpoint(out)
+        if config_path.exists() and not resume:
+            if has_checkpoint or (out / METRICS_NAME).exists():
+                raise RunError(f"{out} already holds a run ({CONFIG_NAME} exists); pass resume=True (--resume) to "
+                               "continue it, or choose another --out")
+            raise RunError(f"{out} holds an unfinished run with no checkpoint (it was stopped before writing one); "
+                           "pass resume=True (--resume) to train it again from step 0, or choose another --out")
+        model_config.update(overrides)
+        model_config["seed"] = 0 if seed is None else int(seed)
+        specs = [SessionSpec.of(s) for s in sessions]
+        config = {"format_version": FORMAT_VERSION, "package_version": mini_decoders.__version__,
+                  "model": model_class.name, "profile": profile, "recipe": model_config["recipe"],
+                  "model_config": model_config,
+                  "bin_size": float(model_config.get("bin_size", DEFAULT_BIN_SIZE)),
+                  "sessions": [spec.to_dict() for spec in specs]}
+        if resume and config_path.exists():
+            previous = _read_config(out)
+            if previous["model"] != config["model"] or [s["id"] for s in previous["sessions"]] != [s.id for s in specs]:
+                raise RunError(f"cannot resume {out}: it is a {previous['model']!r} run on sessions "
+                               f"{[s['id'] for s in previous['sessions']]}, not {model_class.name!r} on "
+                               f"{[s.id for s in specs]}")
+            if previous.get("recipe", "default") != config["recipe"]:
+                raise RunError(f"cannot resume {out}: it was trained with recipe "
+                               f"{previous.get('recipe', 'default')!r}, not {config['recipe']!r}; pass the same "
+                               "--recipe, or choose another --out")
+            run_seed = int(previous["model_config"].get("seed", 0))
+            if seed is not None and int(seed) != run_seed:
+                raise RunError(f"cannot resume {out} with --seed {seed}: it was trained with seed {run_seed}, and "
+                               f"resuming replays that seed's batches; drop --seed or pass --seed {run_seed}")
+            config = previous
+            model_config = previous["model_config"]
+            model_config.update(overrides)  # e.g. train longer
+        if resume and not has_checkpoint:
+            # kill -9 (or a power cut) before the first checkpoint: nothing to continue from.
+            print(f"note: {out} has no checkpoint to resume from: training starts again from step 0",
+                  file=sys.stderr, flush=True)
 
-    started = time.perf_counter()
-    # A run interrupted before its first checkpoint has nothing to resume from: start it afresh.
-    resume_training = resume and (out / CHECKPOINT_NAME).is_file()
-    history = net.fit(sessions, model_config, out_dir=out, resume=resume_training, progress=progress)
-    train_seconds = time.perf_counter() - started
-    _save_run_checkpoint(out, net)
+        torch.manual_seed(int(model_config["seed"]))
+        np.random.seed(int(model_config["seed"]) % 2**32)
+        net = model_class.build(sessions, model_config)
+        write_json_atomic(config_path, config)
 
-    training = {"train_seconds": train_seconds, "samples_per_second": history.get("samples", 0) / max(train_seconds, 1e-9),
-                "history": _history_summary(history)}
-    run = Run(out, net.cpu(), config, {"training": training})
-    scores = run.evaluate(sessions, split="test")
-    run.metrics = {**scores, "training": training}
-    write_json_atomic(out / METRICS_NAME, run.metrics)
+        started = time.perf_counter()
+        history = net.fit(sessions, model_config, out_dir=out, resume=resume and has_checkpoint, progress=progress)
+        train_seconds = time.perf_counter() - started
+        _save_run_checkpoint(out, net)
+
+        training = {"train_seconds": train_seconds,
+                    "samples_per_second": history.get("samples", 0) / max(train_seconds, 1e-9),
+                    "history": _history_summary(history)}
+        run = Run(out, net.cpu(), config, {"training": training})
+        scores = run.evaluate(sessions, split="test")
+        run.metrics = {**scores, "training": training}
+        write_json_atomic(out / METRICS_NAME, run.metrics)
     return run
+
+
+def _checked_overrides(model_class, model_config: dict, device: str | None, max_steps: int | None) -> dict:
+    """``device`` and ``max_steps`` as config overrides, refused now if they cannot work."""
+    from mini_decoders.train.trainer import select_device
+
+    overrides = {}
+    if device is not None:
+        select_device(str(device))  # unknown or unavailable devices fail here, before anything is written
+        overrides["device"] = device
+    if max_steps is not None:
+        if "max_steps" not in model_config:
+            raise RunError(f"{model_class.name} is fitted in closed form: --max-steps does not apply (it is for the "
+                           f"models trained by gradient steps); drop it")
+        if int(max_steps) < 1:
+            raise RunError(f"--max-steps must be >= 1, got {max_steps}")
+        overrides["max_steps"] = int(max_steps)
+    return overrides
+
+
+def _check_trainable(model_class, sessions: list[Session], model_config: dict) -> None:
+    """Refuse, before anything is written, data that ``train`` could only fail on later.
+
+    Every session needs train trials (to fit its read-in/read-out) and test trials (``train``
+    scores them into ``metrics.json``); a model that decodes behaviour needs some finite
+    ``hand_vel`` in the train trials; models with a longest sequence need every trial to fit.
+    """
+    bin_size = float(model_config.get("bin_size", DEFAULT_BIN_SIZE))
+    for session in sessions:
+        where = f"session {session.id!r} ({session.source or 'in memory'})"
+        splits = session.trials.split
+        present = ", ".join(f"{name} {int((splits == name).sum())}" for name in dict.fromkeys(splits.tolist()))
+        present = f"trials.split has {present}" if len(splits) else "it has no trials table"
+        if not (splits == "train").any():
+            raise DataError(f"{where} has no 'train' trials to fit ({present}); mark some trials 'train'")
+        if not (splits == "test").any():
+            raise DataError(f"{where} has no 'test' trials ({present}): train scores each session's test trials "
+                            "into metrics.json; mark some trials 'test' (e.g. with "
+                            "mini_decoders.data.realdata.stratified_splits) before training")
+        if BEHAVIOR in model_class.predicts and BEHAVIOR in session.behavior:
+            binned = bin_trials(session, bin_size, split="train", behavior=(BEHAVIOR,))
+            if not np.isfinite(binned.behavior[BEHAVIOR][binned.mask]).any():
+                raise DataError(f"{where}: behaviour {BEHAVIOR!r} is NaN in every bin of its train trials; "
+                                f"{model_class.name} learns to decode it and needs finite values")
+        check_trial_lengths(session, model_class.name, model_config)
+
+
+def check_trial_lengths(session: Session, model_name: str, model_config: dict) -> None:
+    """Refuse trials longer than the model's longest sequence (``max_bins`` / ``max_time_bins``), naming one."""
+    limit = model_config.get("max_bins", model_config.get("max_time_bins"))
+    if limit is None or not len(session.trials):
+        return
+    bin_size = float(model_config.get("bin_size", DEFAULT_BIN_SIZE))
+    n_bins = np.floor(session.trials.duration / bin_size + 1e-6).astype(np.int64)
+    too_long = np.flatnonzero(n_bins > int(limit))
+    if len(too_long):
+        trial = int(too_long[0])
+        key = "max_bins" if "max_bins" in model_config else "max_time_bins"
+        start, stop = session.trials.start[trial], session.trials.stop[trial]
+        raise DataError(f"session {session.id!r} ({session.source or 'in memory'}): trial {trial} "
+                        f"({start:.6g}-{stop:.6g} s) is {n_bins[trial]} bins "
+                        f"of {bin_size} s, longer than {model_name}'s {key}={int(limit)} "
+                        f"({len(too_long)} trial(s) are); cut long trials into windows "
+                        "(mini_decoders.data.windows.make_windows) or build the model with a larger "
+                        f"{key}")
+
+
+def _has_checkpoint(folder: Path) -> bool:
+    """Whether a Trainer left something to resume from in ``folder`` (or a stage's subfolder)."""
+    return folder.is_dir() and any(folder.rglob(CHECKPOINT_NAME))
+
+
+@contextlib.contextmanager
+def _writing(out: Path, *, keep_resumable: bool):
+    """Hold ``out`` as this process's RUN folder: created if needed, locked, cleaned up on failure.
+
+    On any failure (Ctrl-C included) the files and folders this call added are removed, unless
+    ``keep_resumable`` and a checkpoint exists to resume from; the folder itself goes too when this
+    call created it. Anything that was in the folder before is never touched.
+    """
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} exists and is not a folder; a RUN is a folder ({CONFIG_NAME}, "
+                       f"{CHECKPOINT_NAME}, {METRICS_NAME}): choose another --out")
+    try:
+        out.mkdir(parents=True)
+        created = True
+    except FileExistsError:
+        created = False
+    try:
+        lock = FolderLock(out, "run folder").acquire()
+    except BaseException:
+        if created:
+            _remove_quietly(out)  # only when still empty: another writer may have claimed it meanwhile
+        raise
+    before = {path.name for path in out.iterdir()}
+    try:
+        yield
+    except BaseException:
+        if not (keep_resumable and _has_checkpoint(out)):
+            for path in out.iterdir():
+                if path.name not in before and path.name != LOCK_NAME:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        lock.release()
+        if created:
+            _remove_quietly(out)
+        raise
+    lock.release()
+
+
+def _remove_quietly(folder: Path) -> None:
+    """Remove ``folder`` if it is empty (anything inside means someone else is using it)."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _model_class_or_none(name: str):

@@ -39,18 +39,33 @@ def test_cli_finetune_refusal_is_one_line(ridge_run, tmp_path):
 
 def test_unseen_units_are_refused_with_the_way_to_adapt(ridge_run):
     run, paths = ridge_run
-    with pytest.raises(RunError, match="finetune"):
+    with pytest.raises(RunError, match="This ridge run cannot be adapted to new units: train one on the new recording"):
         run.evaluate([paths[1]])
 
 
-def test_poyo_unit_identification_through_run_finetune(tmp_path):
+@pytest.fixture(scope="module")
+def poyo_run(tmp_path_factory):
+    data = simulate(n_sessions=2, n_trials=24, n_units=20, seed=5)
+    old, new = data.sessions
+    folder = tmp_path_factory.mktemp("poyo")
+    return md.train("poyo", [old], profile="tiny", out=folder / "poyo", progress=False), old, new
+
+
+def test_unit_identification_on_a_session_the_run_knows_is_refused(poyo_run, tmp_path):
+    run, old, _ = poyo_run
+    with pytest.raises(RunError, match=r"this run was trained on 'sim_s0': --mode units learns embeddings for new "
+                                       r"units only, so it would change nothing.*--mode full"):
+        run.finetune([old], mode="units", out=tmp_path / "same", max_steps=2, progress=False)
+    assert not (tmp_path / "same").exists()
+
+
+def test_poyo_unit_identification_through_run_finetune(poyo_run, tmp_path):
     """A real adaptation: the new RUN knows both sessions, the source RUN folder is untouched,
     and every weight other than the new sessions' embeddings is bit-identical."""
     import torch
 
-    data = simulate(n_sessions=2, n_trials=24, n_units=20, seed=5)
-    old, new = data.sessions
-    run = md.train("poyo", [old], profile="tiny", out=tmp_path / "poyo", progress=False)
+    run, old, new = poyo_run
+    tmp_path = run.path.parent
     before = (tmp_path / "poyo" / "checkpoint.pt").read_bytes()
     adapted = run.finetune([new], mode="units", out=tmp_path / "poyo-new", profile="tiny", max_steps=3,
                            progress=False)

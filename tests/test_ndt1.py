@@ -141,7 +141,9 @@ def test_unseen_session_is_refused_with_advice(dataset):
     other = simulate(n_sessions=1, n_trials=10, n_units=17, seed=9).sessions[0]
     other.id = "elsewhere"
     binned = bin_trials(other, 0.02, behavior=())
-    with pytest.raises(RunError, match="finetune"):
+    # NDT1 has no fine-tuning: the advice is to train on the new recording (or use a model that adapts).
+    with pytest.raises(RunError, match=r"This ndt1 run cannot be adapted to new units: train one on the new "
+                                       r"recording .*or use a model that adapts \(ndt2, poyo, mtm\)"):
         model.predict_trials(other, binned)
 
 

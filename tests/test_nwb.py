@@ -115,7 +115,12 @@ def test_round_trip_is_lossless(written):
 
 def test_round_trip_keeps_explicit_obs_intervals_and_ragged_columns(tmp_path):
     session = handmade_session(n_units=3, duration=4.0, seed=1)
-    session.units.obs_intervals = [np.array([[0.0, 2.0], [2.5, 4.0]]), np.array([[0.0, 4.0]]), np.array([[1.0, 3.0]])]
+    intervals = [np.array([[0.0, 2.0], [2.5, 4.0]]), np.array([[0.0, 4.0]]), np.array([[0.5, 3.5]])]
+    # A unit's spikes lie in its observation intervals (reading refuses a file where they do not).
+    observed = np.array([any(a <= t <= b for a, b in intervals[u])
+                         for t, u in zip(session.spike_times, session.spike_units)])
+    session.spike_times, session.spike_units = session.spike_times[observed], session.spike_units[observed]
+    session.units.obs_intervals = intervals
     ragged = np.empty(len(session.trials), dtype=object)
     ragged[:] = [np.arange(i % 3, dtype=np.float64) for i in range(len(session.trials))]
     session.trials.extra["barrier_pos"] = ragged
@@ -282,3 +287,22 @@ def test_describe_pynapple_file_says_what_is_missing(tmp_path):
     text = describe_nwb(copy)
     assert "no trials" in text and "no behaviour" in text and "units:      3" in text
     assert "spikes:     21354" in text and "epochs" in text
+
+
+def test_file_with_spikes_or_trials_outside_the_observation_intervals_is_refused(written, tmp_path):
+    import h5py
+
+    _, path = written
+    for dataset, message in (("units/obs_intervals", r"unit 'sessA/elec\d-\d' has a spike at .* outside its "
+                                                      r"observation intervals \(0-2 s\)"),):
+        broken = tmp_path / "shrunk.nwb"
+        shutil.copy(path, broken)
+        with h5py.File(broken, "r+") as file:
+            file[dataset][:, 1] = 2.0  # every unit now "observed" only until 2 s
+        with pytest.raises(DataError, match=f"shrunk.nwb.*{message}"):
+            read_nwb(broken)
+
+
+def test_read_nwb_of_nothing_is_a_data_error():
+    with pytest.raises(DataError, match="read_nwb: expected the path of an .nwb file, got None"):
+        read_nwb(None)

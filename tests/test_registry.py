@@ -263,6 +263,107 @@ def test_timeout_is_retried_then_fails(served, tmp_path, monkeypatch):
     assert time.monotonic() - started < 10
 
 
+class _SilentServer:
+    """Accepts TCP connections on 127.0.0.1 and never sends a byte (a stuck proxy, a dead mirror)."""
+
+    def __init__(self):
+        import socket
+
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.held, self.stopped = [], threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self):
+        self.listener.settimeout(0.2)
+        while not self.stopped.is_set():
+            try:
+                self.held.append(self.listener.accept()[0])
+            except OSError:
+                continue
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+        for connection in self.held:
+            connection.close()
+        self.listener.close()
+
+
+def _outcome(function, *args, **kwargs):
+    try:
+        return function(*args, **kwargs)
+    except Exception as error:  # handed back to the test thread
+        return error
+
+
+def test_a_server_that_never_answers_gives_up_within_the_time_limit(served, tmp_path, monkeypatch, capsys):
+    _, remote, _ = served
+    monkeypatch.setenv("MINI_DECODERS_FETCH_TIMEOUT", "10")
+    with _SilentServer() as server:
+        outcome = {}
+        thread = threading.Thread(target=lambda: outcome.update(result=_outcome(
+            fetch_file, remote._replace(url=server.url("blob.bin")), tmp_path / "cache")), daemon=True)
+        started = time.monotonic()
+        thread.start()
+        thread.join(60)
+        elapsed = time.monotonic() - started
+        assert not thread.is_alive(), "the download was still waiting after 60 s"
+    error = outcome["result"]
+    assert isinstance(error, DownloadError), error
+    assert elapsed < 30
+    assert f"no answer from 127.0.0.1:{server.port} within" in str(error)
+    assert "gave up after 10 s (MINI_DECODERS_FETCH_TIMEOUT or --timeout)" in str(error)
+    assert f"waiting for 127.0.0.1:{server.port} to send set/blob.bin (gives up after 10 s)" in capsys.readouterr().err
+    assert list((tmp_path / "cache" / "set").iterdir()) == []
+
+
+def test_data_fetch_timeout_option_bounds_each_file(served, tmp_path, monkeypatch, capsys):
+    from mini_decoders.cli import main
+
+    _, remote, _ = served
+    monkeypatch.delenv("MINI_DECODERS_FETCH_TIMEOUT", raising=False)
+    with _SilentServer() as server:
+        entry = DataEntry("silent_set", (remote._replace(url=server.url("blob.bin")),), "none", "none", "test")
+        monkeypatch.setitem(registry.REGISTRY, "silent_set", entry)
+        started = time.monotonic()
+        code = main(["data", "fetch", "silent_set", "--cache", str(tmp_path / "cache"), "--timeout", "1"])
+        elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 2 and elapsed < 10, (code, elapsed, err)
+    assert "waiting for 127.0.0.1" in err and "(gives up after 1 s)" in err
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "gave up after 1 s" in error_lines[0] and "Traceback" not in err
+
+
+def test_bad_fetch_timeouts_are_refused(monkeypatch):
+    monkeypatch.setenv("MINI_DECODERS_FETCH_TIMEOUT", "soon")
+    with pytest.raises(DataError, match=r"MINI_DECODERS_FETCH_TIMEOUT must be a number of seconds > 0, got 'soon'"):
+        registry.fetch_timeout()
+    with pytest.raises(DataError, match=r"--timeout must be a number of seconds > 0, got -1"):
+        registry.fetch_timeout(-1)
+
+
+def test_corrupt_cached_copy_and_no_network_says_the_copy_is_corrupt(served, tmp_path):
+    _, remote, _ = served
+    cache = tmp_path / "cache"
+    (cache / "set").mkdir(parents=True)
+    (cache / "set" / "blob.bin").write_bytes(b"corrupt")
+    with pytest.raises(DownloadError, match=r"could not download set/blob.bin.*; the cached copy .*blob.bin is "
+                                            r"corrupt \(expected size 100000.*found size 7"):
+        fetch_file(remote._replace(url="http://127.0.0.1:9/never"), cache, timeout=1, retries=0)
+    assert (cache / "set" / "blob.bin").read_bytes() == b"corrupt"  # left for the user to inspect
+
+
 # ----------------------------------------------------------------------------- DANDI and the scripts
 def test_fetch_dandi_calls_client_with_versioned_url(tmp_path, monkeypatch):
     import dandi.download

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import mini_decoders
+import mini_decoders.errors
 from mini_decoders.data.binning import bin_trials
 from mini_decoders.data.nwb import write_nwb
 from mini_decoders.data.session import Session, Units
@@ -213,8 +214,12 @@ def test_data_with_other_units_is_refused_with_how_to_adapt(ridge_run, sessions)
                     Units([f"new/{i}" for i in range(session.n_units)], session.units.region, session.units.heldout),
                     session.behavior, session.trials)
     for call in (ridge_run.predict, ridge_run.evaluate):
-        with pytest.raises(RunError, match="trained on other units.*finetune RUN --data NEW.nwb --mode units"):
+        # ridge has nothing to fine-tune: the advice is to train on the new recording, never `finetune`.
+        with pytest.raises(RunError, match=r"trained on other units.*This ridge run cannot be adapted to new units: "
+                                           r"train one on the new recording \(`mini-decoders train ridge --data "
+                                           r"NEW.nwb`\), or use a model that adapts \(ndt2, poyo, mtm\)") as error:
             call([other])
+        assert "finetune" not in str(error.value)
     renamed = Session("another_day", session.spike_times, session.spike_units,
                       Units([f"another_day/{i}" for i in range(session.n_units)], session.units.region,
                             session.units.heldout), session.behavior, session.trials)
@@ -266,3 +271,221 @@ def test_fp_bps_is_scored_for_models_that_forecast(smoothing_run, sessions, tmp_
     # Forecasts are scored, not written: PRED.h5 holds exactly the documented datasets.
     with h5py.File(run.write_predictions([session], tmp_path / "PRED.h5"), "r") as file:
         assert set(file[session.id]) == {"trial_id", "split", "rates_heldin", "rates_heldout"}
+
+
+# ------------------------------------------------------------------ one writer, nothing left half-done
+
+def test_a_locked_run_folder_refuses_a_second_writer(sessions, tmp_path):
+    from mini_decoders.files import FolderLock
+
+    folder = tmp_path / "busy"
+    folder.mkdir()
+    with FolderLock(folder, "run folder"):  # another `train --out busy` holds it
+        with pytest.raises(RunError, match=r"run folder .*busy is in use by another process \(pid \d+"):
+            train("ridge", sessions, profile="tiny", out=folder, progress=False)
+        assert folder.is_dir()  # the holder's folder is never cleaned up by the refused writer
+    run = train("ridge", sessions, profile="tiny", out=folder, progress=False)
+    assert sorted(p.name for p in run.path.iterdir()) == ["checkpoint.pt", "config.json", "metrics.json"]
+
+
+def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
+    import subprocess
+    import sys
+
+    from mini_decoders.files import FolderLock
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from mini_decoders.files import FolderLock; "
+                               f"FolderLock({str(tmp_path)!r}).acquire(); print('locked', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(RunError, match="in use by another process"):
+        FolderLock(tmp_path).acquire()
+    holder.kill()  # kill -9: no clean-up runs, the lock file stays behind
+    holder.wait()
+    assert (tmp_path / ".lock").exists()
+    with FolderLock(tmp_path):
+        pass
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_resume_refuses_another_seed(sessions, tmp_path):
+    folder = tmp_path / "gru"
+    train("gru", sessions, profile="tiny", out=folder, device="cpu", max_steps=3, seed=1, progress=False)
+    with pytest.raises(RunError, match=r"cannot resume .*gru with --seed 2: it was trained with seed 1"):
+        train("gru", sessions, profile="tiny", out=folder, device="cpu", max_steps=4, seed=2, resume=True,
+              progress=False)
+    run = train("gru", sessions, profile="tiny", out=folder, device="cpu", max_steps=4, resume=True, progress=False)
+    assert run.config["model_config"]["seed"] == 1 and run.config["model_config"]["max_steps"] == 4
+
+
+def test_resume_without_a_checkpoint_says_it_starts_from_step_0(sessions, tmp_path, capsys):
+    folder = tmp_path / "gru"
+    train("gru", sessions, profile="tiny", out=folder, device="cpu", max_steps=3, progress=False)
+    (folder / "checkpoint.pt").unlink()  # what `kill -9` before the first checkpoint leaves
+    (folder / "metrics.json").unlink()
+    with pytest.raises(RunError, match=r"holds an unfinished run with no checkpoint.*--resume.*step 0"):
+        train("gru", sessions, profile="tiny", out=folder, device="cpu", max_steps=3, progress=False)
+    train("gru", sessions, profile="tiny", out=folder, device="cpu", max_steps=3, resume=True, progress=False)
+    assert "has no checkpoint to resume from: training starts again from step 0" in capsys.readouterr().err
+
+
+def with_splits(session: Session, mapping: dict[str, str]) -> Session:
+    split = session.trials.split.copy()
+    for old, new in mapping.items():
+        split[session.trials.split == old] = new
+    trials = session.trials.subset(np.arange(len(split)))
+    trials.split = split
+    return Session(session.id, session.spike_times, session.spike_units, session.units, dict(session.behavior),
+                   trials, session.subject, session.task, session.source)
+
+
+def without_velocity(session: Session) -> Session:
+    from mini_decoders.data.session import TimeSeries
+
+    velocity = session.behavior["hand_vel"]
+    behavior = {"hand_vel": TimeSeries(velocity.timestamps, np.full_like(velocity.values, np.nan), velocity.unit)}
+    return Session(session.id, session.spike_times, session.spike_units, session.units, behavior, session.trials)
+
+
+@pytest.mark.parametrize("model, change, options, message", [
+    ("gru", None, {"max_steps": 0}, r"--max-steps must be >= 1, got 0"),
+    ("gru", None, {"device": "banana"}, r"unknown device 'banana'"),
+    ("ridge", None, {"device": "banana"}, r"unknown device 'banana'"),
+    ("ridge", None, {"max_steps": -3}, r"ridge is fitted in closed form: --max-steps does not apply"),
+    ("ndt1", {"train": "none"}, {}, r"session 'sim_s0'.* has no 'train' trials"),
+    ("smoothing", {"test": "train"}, {}, r"session 'sim_s0'.* has no 'test' trials .*metrics.json"),
+    ("ridge", "nan", {}, r"session 'sim_s0'.*'hand_vel' is NaN in every bin of its train trials"),
+])
+def test_a_failed_train_leaves_nothing_that_blocks_a_rerun(sessions, tmp_path, model, change, options, message):
+    broken = with_splits(sessions[0], change) if isinstance(change, dict) else (
+        without_velocity(sessions[0]) if change == "nan" else sessions[0])
+    out = tmp_path / "runs" / model
+    with pytest.raises((RunError, mini_decoders.errors.DataError), match=message):
+        train(model, [broken], profile="tiny", out=out, progress=False, **options)
+    assert not out.exists()
+    # The same command with the input fixed runs.
+    fixed = {key: value for key, value in options.items() if key == "max_steps" and model != "ridge"}
+    train(model, [sessions[0]], profile="tiny", out=out, progress=False, **{k: 2 for k in fixed})
+    assert (out / "metrics.json").is_file()
+
+
+def test_a_failure_during_training_removes_only_what_this_call_wrote(sessions, tmp_path, monkeypatch):
+    from mini_decoders.models.baselines import GRUDecoder
+
+    def broken_fit(self, *args, **kwargs):
+        raise RuntimeError("the GPU fell off")
+
+    monkeypatch.setattr(GRUDecoder, "fit", broken_fit)
+    with pytest.raises(RuntimeError, match="fell off"):
+        train("gru", sessions, profile="tiny", out=tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own file")
+    with pytest.raises(RuntimeError, match="fell off"):
+        train("gru", sessions, profile="tiny", out=mine, progress=False)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
+def test_out_that_is_a_file_is_refused(sessions, tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("not a folder")
+    with pytest.raises(RunError, match=r"taken exists and is not a folder"):
+        train("ridge", sessions, profile="tiny", out=target, progress=False)
+    assert target.read_text() == "not a folder"
+
+
+def test_run_files_and_predictions_are_readable_like_other_new_files(sessions, tmp_path):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        run = train("smoothing", sessions, profile="tiny", out=tmp_path / "run", progress=False)
+        pred = run.write_predictions(sessions, tmp_path / "PRED.h5")
+        nwb = write_nwb(sessions[0], tmp_path / "s.nwb")
+        os.umask(0o077)
+        private = run.write_predictions(sessions, tmp_path / "private.h5")
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [*run.path.iterdir(), pred, nwb, private]}
+    assert modes == {"config.json": 0o644, "checkpoint.pt": 0o644, "metrics.json": 0o644, "PRED.h5": 0o644,
+                     "s.nwb": 0o644, "private.h5": 0o600}
+
+
+def test_a_trial_longer_than_the_model_takes_is_named_before_training(sessions, tmp_path):
+    session = with_splits(sessions[0], {})
+    session.trials.stop[3] = session.trials.start[3] + 11.0  # 550 bins of 20 ms; NDT1's max_bins is 512
+    with pytest.raises(mini_decoders.errors.DataError,
+                       match=r"session 'sim_s0' .*: trial 3 \(.* s\) is 550 bins of 0.02 s, longer than ndt1's "
+                             r"max_bins=512"):
+        train("ndt1", [session], profile="tiny", out=tmp_path / "ndt1", progress=False)
+    assert not (tmp_path / "ndt1").exists()
+
+
+def test_other_units_in_an_adaptable_run_point_to_finetune(sessions):
+    from mini_decoders.models.mtm import MtM
+
+    model = MtM.build(sessions[:1], MtM.recipe_config("tiny"))
+    other = Session("new", sessions[1].spike_times, sessions[1].spike_units,
+                    Units([f"new/{i}" for i in range(sessions[1].n_units)]), trials=sessions[1].trials)
+    with pytest.raises(RunError, match=r"finetune RUN --data NEW.nwb --mode units"):
+        model.spec_for(other)
+
+
+def test_behaviour_under_another_name_says_to_rename_it(sessions, tmp_path):
+    session = sessions[0]
+    renamed = Session(session.id, session.spike_times, session.spike_units, session.units,
+                      {"cursor_vel": session.behavior["hand_vel"]}, session.trials)
+    with pytest.raises(mini_decoders.errors.DataError) as error:
+        train("ridge", [renamed], profile="tiny", out=tmp_path / "r", progress=False)
+    message = str(error.value)
+    assert "ridge decodes behavior 'hand_vel', but session 'sim_s0' has ['cursor_vel']" in message
+    assert "session.behavior['hand_vel'] = session.behavior.pop('cursor_vel')" in message
+    assert "without behaviour" not in message
+    assert not (tmp_path / "r").exists()
+
+
+def test_fit_and_tune_message_counts_each_split():
+    from mini_decoders.models.baselines import fit_and_tune_positions
+
+    with pytest.raises(mini_decoders.errors.DataError, match=r"found 0 train and 32 val trials"):
+        fit_and_tune_positions(np.array(["val"] * 32))
+    with pytest.raises(mini_decoders.errors.DataError, match=r"found 1 train and 0 val trials"):
+        fit_and_tune_positions(np.array(["train"]))
+
+
+def test_train_without_sessions_is_a_data_error(tmp_path):
+    with pytest.raises(mini_decoders.errors.DataError, match=r"sessions must be a Session, an NWB path, or a list "
+                                                             r"of them; got NoneType"):
+        train("ridge", None, profile="tiny", out=tmp_path / "r", progress=False)
+    with pytest.raises(mini_decoders.errors.DataError, match=r"sessions must be Session objects or NWB paths; got a "
+                                                             r"int"):
+        train("ridge", [3], profile="tiny", out=tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_ctrl_c_inside_an_optimizer_step_then_resume_gives_the_uninterrupted_run(sessions, tmp_path, monkeypatch):
+    import signal
+
+    straight = train("gru", sessions, profile="tiny", out=tmp_path / "straight", device="cpu", max_steps=12,
+                     progress=False)
+    original, calls = torch.optim.AdamW.step, [0]
+
+    def step_then_ctrl_c(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        calls[0] += 1
+        if calls[0] == 7:  # after the weights of step 7 changed, before the step is counted
+            signal.raise_signal(signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train("gru", sessions, profile="tiny", out=tmp_path / "cut", device="cpu", max_steps=12, progress=False)
+    monkeypatch.undo()
+    assert (tmp_path / "cut" / "checkpoint.pt").is_file()  # kept for --resume
+    resumed = train("gru", sessions, profile="tiny", out=tmp_path / "cut", device="cpu", max_steps=12, resume=True,
+                    progress=False)
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    assert resumed.metrics["mean"] == straight.metrics["mean"]

@@ -116,3 +116,54 @@ def test_bins_and_windows_that_do_not_fit():
         bin_trials(s, align="go_cue", window=(0.1, 0.1))
     with pytest.raises(DataError, match="no trials"):
         bin_trials(Session("n", np.zeros(0), np.zeros(0), Units([])))
+
+
+# --------------------------------------------------------------------------- from_binned: refused, named
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(heldout=[True, False]),
+     r"from_binned: heldout has 2 entries, expected one per unit \(counts has 6 columns\)"),
+    (dict(region=["M1"] * 5), r"from_binned: region has 5 entries, expected one per unit \(counts has 6 columns\)"),
+    (dict(unit_names=["a", "b"]), r"from_binned: unit_names has 2 entries, expected one per unit"),
+    (dict(trials=Trials([0.0, 10.0], [5.0, 500.0])),
+     r"from_binned: trial 1 \(10-500 s\) ends after the binned data \(0-60 s: 3000 bins of 0.02 s\)"),
+    (dict(trials=Trials([-1.0], [2.0])), r"from_binned: trial 0 \(-1-2 s\) starts before the binned data"),
+    (dict(behavior={"hand_vel": TimeSeries([100.0, 101.0], [[0.0], [1.0]])}),
+     r"from_binned: behavior 'hand_vel' \(100-101 s\) lies outside the binned data \(0-60 s"),
+])
+def test_from_binned_refuses_what_does_not_fit_the_counts(kwargs, message):
+    with pytest.raises(DataError, match=message):
+        Session.from_binned(np.ones((3000, 6)), 0.02, **kwargs)
+
+
+@pytest.mark.parametrize("counts, message", [
+    (np.array([["1", "2"]]), r"from_binned: counts must be numbers, got dtype <U1"),
+    (np.array([[1.0, -1.0]]), r"from_binned: counts must be finite non-negative integers; counts\[0, 1\] is -1"),
+    (np.array([[0.5, 1.0]]), r"counts\[0, 0\] is 0.5"),
+    (np.array([[1, 10**9]]), r"from_binned: counts\[0, 1\] is 1000000000 spikes in one 0.02 s bin \(5e\+10 Hz\)"),
+])
+def test_from_binned_refuses_counts_that_are_not_spike_counts(counts, message):
+    with pytest.raises(DataError, match=message):
+        Session.from_binned(counts, 0.02)
+
+
+def test_unit_table_columns_must_match_the_units():
+    with pytest.raises(DataError, match=r"units.heldout has 2 entries but there are 3 unit ids"):
+        Units(["a", "b", "c"], heldout=[True, False])
+    with pytest.raises(DataError, match=r"units.obs_intervals has 1 entries but there are 3 unit ids"):
+        Units(["a", "b", "c"], obs_intervals=[np.array([[0.0, 1.0]])])
+
+
+def test_spikes_and_trials_outside_the_recorded_intervals_are_refused():
+    intervals = [np.array([[0.0, 10.0]]), np.array([[0.0, 4.0], [6.0, 10.0]])]
+    units = Units(["s/a", "s/b"], obs_intervals=intervals)
+    Session("s", np.array([1.0, 3.0, 7.0, 10.0005]), np.array([0, 1, 1, 0]), units)  # within 1 ms of the end
+    with pytest.raises(DataError, match=r"session 's': unit 's/b' has a spike at 5 s, outside its observation "
+                                        r"intervals \(0-4 s, 6-10 s\)"):
+        Session("s", np.array([1.0, 5.0]), np.array([0, 1]), units)
+    with pytest.raises(DataError, match=r"session 's': trial 1 \(9-12 s\) ends after the recorded intervals "
+                                        r"\(units observed 0-10 s\)"):
+        Session("s", np.array([1.0]), np.array([0]), units, trials=Trials([1.0, 9.0], [2.0, 12.0]))
+    with pytest.raises(DataError, match=r"behavior 'hand_vel' \(20-21 s\) lies outside the recorded intervals"):
+        Session("s", np.array([1.0]), np.array([0]), units,
+                behavior={"hand_vel": TimeSeries([20.0, 21.0], [[0.0], [1.0]])})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 from pathlib import Path
 
 import matplotlib
@@ -235,6 +236,123 @@ def test_keyboard_interrupt_saves_and_resume_matches_uninterrupted(tmp_path, cap
     assert_same_parameters(straight, resumed)
 
 
+def interrupt_in_optimizer_step(trainer: Trainer, at_call: int, how: str) -> None:
+    """Make the ``at_call``-th optimizer step interrupt itself *after* it updated the weights.
+
+    ``how="signal"``: a real SIGINT (what Ctrl-C sends) lands there; ``how="raise"``: the step
+    raises KeyboardInterrupt itself, bypassing any signal handler.
+    """
+    original, calls = trainer.optimizer.step, [0]
+
+    def step(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] == at_call:
+            if how == "signal":
+                signal.raise_signal(signal.SIGINT)
+            else:
+                raise KeyboardInterrupt
+        return result
+
+    trainer.optimizer.step = step
+
+
+def test_ctrl_c_inside_the_optimizer_step_resumes_bitwise(tmp_path, capsys):
+    config = quiet_config(max_steps=20, warmup_steps=5, min_lr_ratio=0.1)
+    straight = Regressor()
+    make_trainer(straight, config).fit()
+
+    trainer = make_trainer(Regressor(), config, tmp_path)
+    interrupt_in_optimizer_step(trainer, at_call=13, how="signal")
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    # The step that was being applied is finished and counted: weights and step are one state.
+    assert "interrupted at step 13; rerun with --resume" in capsys.readouterr().out
+    payload = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert payload["step"] == 13
+    assert all(torch.equal(payload["model"][k], v) for k, v in trainer.model.state_dict().items())
+
+    resumed = Regressor(seed=7)
+    make_trainer(resumed, config, tmp_path).fit(resume=True)
+    assert_same_parameters(straight, resumed)
+
+
+def test_interrupt_raised_inside_the_optimizer_step_keeps_the_last_consistent_checkpoint(tmp_path, capsys):
+    config = quiet_config(max_steps=20, warmup_steps=5, min_lr_ratio=0.1, checkpoint_every=5)
+    straight = Regressor()
+    make_trainer(straight, quiet_config(max_steps=20, warmup_steps=5, min_lr_ratio=0.1)).fit()
+
+    trainer = make_trainer(Regressor(), config, tmp_path)
+    interrupt_in_optimizer_step(trainer, at_call=13, how="raise")
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    # Nobody knows how far that update got: its weights are not saved, the step-10 checkpoint is kept.
+    assert "checkpoint of step 10 is kept" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 10
+
+    resumed = Regressor(seed=7)
+    make_trainer(resumed, config, tmp_path).fit(resume=True)
+    assert_same_parameters(straight, resumed)
+
+
+class RandomValidation:
+    """A val_fn that draws random numbers (as masked validation does) and can be interrupted."""
+
+    def __init__(self, interrupt_at: int | None = None):
+        self.calls, self.interrupt_at = 0, interrupt_at
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        self.calls += 1
+        noise = torch.rand(1).item()
+        if self.calls == self.interrupt_at:
+            signal.raise_signal(signal.SIGINT)
+        return {"val_loss": float(model.head.weight.abs().sum()) + noise}
+
+
+def test_ctrl_c_during_validation_resumes_bitwise(tmp_path):
+    config = quiet_config(max_steps=20, warmup_steps=5, val_every=4)
+    straight = Regressor()
+    straight_history = make_trainer(straight, config, val_fn=RandomValidation()).fit()
+
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(Regressor(), config, tmp_path, val_fn=RandomValidation(interrupt_at=2)).fit()
+    payload = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert payload["step"] == 8 and payload["validation_pending"]
+
+    resumed = Regressor(seed=7)
+    resumed_history = make_trainer(resumed, config, tmp_path, val_fn=RandomValidation()).fit(resume=True)
+    assert_same_parameters(straight, resumed)  # the best validation's weights, restored at the end
+    assert resumed_history.values("val_loss")[1].tolist() == straight_history.values("val_loss")[1].tolist()
+
+
+def test_checkpoints_by_time_keep_results_identical(tmp_path, monkeypatch):
+    straight = Regressor()
+    make_trainer(straight, quiet_config(max_steps=8)).fit()
+
+    saved_steps = []
+    original_save = Trainer._save
+    monkeypatch.setattr(Trainer, "_save", lambda self, rng: (saved_steps.append(self.step), original_save(self, rng)))
+    timed = Regressor()
+    make_trainer(timed, quiet_config(max_steps=8, checkpoint_seconds=0.0), tmp_path).fit()
+    assert saved_steps == [1, 2, 3, 4, 5, 6, 7, 8]  # every step once 0 s have passed, then the final one
+    assert_same_parameters(straight, timed)
+
+    saved_steps.clear()
+    make_trainer(Regressor(), quiet_config(max_steps=8, checkpoint_seconds=3600.0), tmp_path / "hourly").fit()
+    assert saved_steps == [8]
+
+
+def test_quick_and_full_profiles_checkpoint_by_time():
+    from mini_decoders.models.registry import MODELS, get_model
+
+    for name in MODELS:
+        configs = get_model(name).CONFIGS
+        if "max_steps" not in configs["quick"]:
+            continue  # closed-form fits have no training loop to checkpoint
+        for profile in ("quick", "full"):
+            assert 60 <= configs[profile].get("checkpoint_seconds", 0) <= 120, (name, profile)
+
+
 def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     make_trainer(Regressor(), quiet_config(max_steps=4), tmp_path).fit()
     path = tmp_path / "checkpoint.pt"
@@ -276,6 +394,19 @@ def test_checkpoint_refuses_pickled_objects(tmp_path):
     torch.save({"config": TrainConfig()}, tmp_path / "evil.pt")  # a dataclass needs arbitrary unpickling
     with pytest.raises(RunError, match="corrupt"):
         load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_unreadable_checkpoint_never_advises_unsafe_loading(tmp_path):
+    import os
+
+    (tmp_path / "random.pt").write_bytes(os.urandom(5000))
+    torch.save({"config": TrainConfig()}, tmp_path / "pickled.pt")
+    for name in ("random.pt", "pickled.pt"):
+        with pytest.raises(RunError) as error:
+            load_checkpoint(tmp_path / name)
+        message = str(error.value)
+        assert "weights_only" not in message and "\n" not in message, message
+        assert f"{name} is truncated or corrupt, or not a checkpoint written by mini-decoders" in message
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):

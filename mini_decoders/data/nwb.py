@@ -177,8 +177,11 @@ def read_nwb(path: str | os.PathLike) -> Session:
 
     Raises:
         DataError: the file is missing or unreadable, has no units, or its spikes are invalid
-            (negative, unsorted within a unit, NaN) or its behaviour contains inf.
+            (negative, unsorted within a unit, NaN, outside the unit's ``obs_intervals``), a trial
+            lies outside the recorded intervals, or its behaviour contains inf.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise DataError(f"read_nwb: expected the path of an .nwb file, got {path!r:.80}")
     session, missing = _load(Path(path))
     if missing:
         warnings.warn(f"{path}: {'; '.join(missing)}. Loaded what exists.", UserWarning, stacklevel=2)

@@ -9,6 +9,11 @@ Two kinds of entry live here:
   DANDI client (which verifies its own digests) from a *versioned* dandiset, so results do not
   drift when a draft changes.
 
+Every plain-file download has a total time limit per file, all attempts included:
+``$MINI_DECODERS_FETCH_TIMEOUT`` seconds (``mini-decoders data fetch --timeout S``; default
+60 s), and says on stderr which host it is waiting for, so a server that accepts the
+connection and never answers costs seconds, not minutes per file.
+
 The cache folder is ``$MINI_DECODERS_DATA`` or ``~/.cache/mini_decoders``. Its layout mirrors
 ``shared/realdata`` (``datahigh_yu2009_pmd/ex1_spikecounts.mat``, ...), so a pre-filled
 folder — read-only in CI — works as a cache: a file that verifies is used in place and never
@@ -20,20 +25,50 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
+import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 from mini_decoders.errors import DataError, DownloadError
+from mini_decoders.files import new_file
 
 DEFAULT_CACHE = "~/.cache/mini_decoders"
 CACHE_ENV = "MINI_DECODERS_DATA"
 _CHUNK_BYTES = 1 << 16
 _BACKOFF_S = 0.5  # first wait between attempts; doubles each time (transient network errors clear in seconds)
+FETCH_TIMEOUT_ENV = "MINI_DECODERS_FETCH_TIMEOUT"
+DEFAULT_FETCH_TIMEOUT_S = 60.0  # per file, all attempts: the largest small file (450 kB) needs seconds
+
+
+def fetch_timeout(seconds: float | str | None = None) -> float:
+    """The total time limit per file: ``seconds``, else ``$MINI_DECODERS_FETCH_TIMEOUT``, else 60 s.
+
+    Raises:
+        DataError: the value is not a number of seconds > 0 (the message names where it came from).
+    """
+    if seconds is not None:
+        value, source = seconds, "--timeout"
+    elif os.environ.get(FETCH_TIMEOUT_ENV, "").strip():
+        value, source = os.environ[FETCH_TIMEOUT_ENV].strip(), FETCH_TIMEOUT_ENV
+    else:
+        return DEFAULT_FETCH_TIMEOUT_S
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number > 0 or number == float("inf"):
+        raise DataError(f"{source} must be a number of seconds > 0, got {value!r}")
+    return number
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- entries
@@ -264,7 +299,8 @@ def _folder_is_writable(folder: Path) -> bool:
 
 # ----------------------------------------------------------------------------- download
 def fetch_file(remote: RemoteFile, cache: str | Path | None = None, *, timeout: float = 30,
-               retries: int = 3) -> Path:
+               retries: int = 3, total_timeout: float | None = None,
+               log: Callable[[str], None] | None = None) -> Path:
     """The local path of one verified file, downloading it only when needed.
 
     A cached file that verifies is used in place and never rewritten (the cache may be a
@@ -277,15 +313,20 @@ def fetch_file(remote: RemoteFile, cache: str | Path | None = None, *, timeout: 
         timeout: seconds to wait on the connection and on each read.
         retries: extra attempts after a network failure or a server error (5xx), with
             exponential back-off; a client error (4xx) or a checksum mismatch is not retried.
+        total_timeout: seconds for the whole file, every attempt and wait included (None:
+            :func:`fetch_timeout`, i.e. ``$MINI_DECODERS_FETCH_TIMEOUT`` or 60 s).
+        log: where to say what the download is waiting for (default: a line on stderr).
 
     Returns:
         Path of the verified file in the cache.
 
     Raises:
-        DownloadError: every attempt failed, the checksum or size does not match, or the cached
-            copy is corrupt and the cache is read-only.
+        DownloadError: every attempt failed or the time limit passed, the checksum or size does
+            not match, or the cached copy is corrupt and the cache is read-only.
     """
+    say = _say if log is None else log
     target = _as_cache(cache) / remote.path
+    corrupt_copy = ""
     if target.exists():
         if verify_file(target, remote):
             return target
@@ -294,39 +335,61 @@ def fetch_file(remote: RemoteFile, cache: str | Path | None = None, *, timeout: 
             raise DownloadError(f"cached file {target} is corrupt: expected size {remote.size}, sha256 "
                                 f"{remote.sha256}; found {found}. The cache folder is read-only: delete the file "
                                 f"or point {CACHE_ENV} at a writable folder")
+        corrupt_copy = (f"; the cached copy {target} is corrupt (expected size {remote.size}, sha256 {remote.sha256}; "
+                        f"found {found}) and was left as it is")
     if not _folder_is_writable(target.parent):
         raise DownloadError(f"cannot download {remote.path}: cache folder {target.parent} is not writable "
                             f"(set {CACHE_ENV} or pass cache=... to a writable folder)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    errors = []
+    limit = fetch_timeout(total_timeout)
+    deadline = time.monotonic() + limit
+    host = urllib.parse.urlsplit(remote.url).netloc or remote.url
+    errors, attempts = [], 0
     for attempt in range(retries + 1):
         if attempt:
-            time.sleep(_BACKOFF_S * 2 ** (attempt - 1))
+            time.sleep(min(_BACKOFF_S * 2 ** (attempt - 1), max(0.0, deadline - time.monotonic())))
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        again = f" again (attempt {attempt + 1} of {retries + 1})" if attempt else ""
+        say(f"waiting for {host} to send {remote.path}{again} (gives up after {limit:g} s)")
+        attempts += 1
         try:
-            return _download_verified(remote, target, timeout)
+            return _download_verified(remote, target, min(timeout, remaining), deadline)
         except DownloadError:
             raise  # checksum mismatch: retrying would fetch the same wrong bytes
         except urllib.error.HTTPError as error:
             errors.append(f"HTTP {error.code} {error.reason}")
             if error.code < 500:
                 break
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:  # timeouts, dropped/truncated
-            errors.append(f"{type(error).__name__}: {getattr(error, 'reason', error)}")
-    raise DownloadError(f"could not download {remote.path} from {remote.url} after {len(errors)} attempt(s) "
-                        f"(timeout {timeout} s): {'; '.join(errors)}")
+        except TimeoutError as error:  # the server took the connection but sent nothing in time
+            errors.append(f"no answer from {host} within {min(timeout, remaining):.3g} s"
+                          + (f" ({error})" if str(error) and "timed out" not in str(error) else ""))
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:  # refused, dropped, truncated
+            reason = getattr(error, "reason", error)
+            if isinstance(reason, TimeoutError):
+                errors.append(f"no answer from {host} within {min(timeout, remaining):.3g} s")
+            else:
+                errors.append(f"{type(error).__name__}: {reason}")
+    gave_up = (f"; gave up after {limit:g} s ({FETCH_TIMEOUT_ENV} or --timeout)"
+               if time.monotonic() >= deadline else "")
+    raise DownloadError(f"could not download {remote.path} from {remote.url} after {attempts} attempt(s) "
+                        f"(timeout {timeout:g} s): {'; '.join(errors)}{gave_up}{corrupt_copy}")
 
 
-def _download_verified(remote: RemoteFile, target: Path, timeout: float) -> Path:
+def _download_verified(remote: RemoteFile, target: Path, timeout: float, deadline: float) -> Path:
     """One attempt: stream to a temp file next to ``target``, hashing as we go, verify, rename."""
-    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    temp = Path(temp_name)
+    temp = new_file(target.parent, f".{target.name}.", ".part")
     try:
         digest, size = hashlib.sha256(), 0
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(remote.url, timeout=timeout) as response:
-            for chunk in iter(lambda: response.read(_CHUNK_BYTES), b""):
+        with open(temp, "wb") as out, urllib.request.urlopen(remote.url, timeout=timeout) as response:
+            read = getattr(response, "read1", response.read)  # read1: returns what arrived, never waits for more
+            for chunk in iter(lambda: read(_CHUNK_BYTES), b""):
                 digest.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
+                if time.monotonic() > deadline:  # a server dripping bytes never times out a single read
+                    raise TimeoutError(f"transfer still running at the time limit, {size} bytes in")
             announced = response.headers.get("Content-Length") if response.headers else None
         if announced is not None and size != int(announced):
             # The connection dropped mid-file: transient, so an OSError that the caller retries.
@@ -346,13 +409,16 @@ def _download_verified(remote: RemoteFile, target: Path, timeout: float) -> Path
 
 
 def fetch(name: str, cache: str | Path | None = None, *, timeout: float = 30, retries: int = 3,
-          progress: bool = False) -> list[Path]:
+          progress: bool = False, total_timeout: float | None = None,
+          log: Callable[[str], None] | None = None) -> list[Path]:
     """All files of a registered dataset, verified, downloading what is missing or corrupt.
 
     Args:
-        name: a registry name (:func:`names`); DANDI sets go through :func:`fetch_dandi`.
+        name: a registry name (:func:`names`); DANDI sets go through :func:`fetch_dandi` (the
+            DANDI client keeps its own time limits).
         cache: cache folder; default :func:`cache_dir`.
-        timeout, retries: see :func:`fetch_file`.
+        timeout, retries, total_timeout, log: see :func:`fetch_file`; ``total_timeout`` applies
+            to each file.
         progress: show a tqdm bar over files.
 
     Returns:
@@ -361,11 +427,13 @@ def fetch(name: str, cache: str | Path | None = None, *, timeout: float = 30, re
     entry = get_entry(name)
     if isinstance(entry, DandiEntry):
         return fetch_dandi(name, cache)
+    fetch_timeout(total_timeout)  # a bad limit is an error before any file is touched
     files = entry.files
     if progress:
         from tqdm.auto import tqdm
         files = tqdm(files, desc=f"fetch {name}", unit="file")
-    return [fetch_file(remote, cache, timeout=timeout, retries=retries) for remote in files]
+    return [fetch_file(remote, cache, timeout=timeout, retries=retries, total_timeout=total_timeout, log=log)
+            for remote in files]
 
 
 def fetch_dandi(name: str, cache: str | Path | None = None, *, dry_run: bool = False) -> list[Path]:

@@ -8,6 +8,15 @@ another one needs.
 
 All times are in seconds. Unit ids are strings that are unique across sessions
 (``"<session>/<unit>"``), so that vocabularies of many sessions can be merged without clashes.
+
+Data outside the recorded intervals is *refused*, naming the unit, trial or behaviour series,
+not clipped: when a unit has ``obs_intervals`` (NWB files do), each of its spikes must lie in one
+of them, every trial inside the span they cover, and every behaviour series must overlap that
+span (``from_binned``: the span of the bins). Such data almost always means a mistake upstream
+(milliseconds read as seconds, the wrong file, intervals written for another session); clipping
+would hide it and silently change counts and trial lengths, and a trial past the end would be
+filled with silence that looks like data. A tolerance of ``TIME_TOLERANCE_S`` (1 ms, one sample
+at 1 kHz) absorbs rounding at the edges.
 """
 
 from __future__ import annotations
@@ -19,6 +28,9 @@ import numpy as np
 from mini_decoders.errors import DataError
 
 SPLITS = ("train", "val", "test", "none")
+TIME_TOLERANCE_S = 1e-3  # how far data may stick out of the recorded intervals (rounding at the edges)
+MAX_RATE_HZ = 5000.0  # from_binned refuses faster counts: no neuron (nor a threshold crossing) fires that fast
+MAX_SPIKES = 10**9  # from_binned refuses more spikes in all: about 16 GB of spike times and units
 
 
 @dataclass
@@ -79,6 +91,13 @@ class Units:
         self.region = np.full(n, "", dtype=object) if self.region is None else np.asarray(self.region, dtype=object)
         self.region = self.region.astype(str)
         self.heldout = np.zeros(n, dtype=bool) if self.heldout is None else np.asarray(self.heldout, dtype=bool)
+        columns = {"region": self.region.shape, "heldout": self.heldout.shape}
+        if self.obs_intervals is not None:
+            columns["obs_intervals"] = (len(self.obs_intervals),)
+        for name, shape in columns.items():
+            if shape != (n,):
+                found = f"{shape[0]} entries" if len(shape) == 1 else f"shape {shape}"
+                raise DataError(f"units.{name} has {found} but there are {n} unit ids; give one per unit")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -148,8 +167,31 @@ class Trials:
                       {k: v[index] for k, v in self.extra.items()})
 
 
+def _number(value) -> str:
+    """A number as a person writes it: whole numbers in full, others to 6 significant digits."""
+    value = float(value)
+    return str(int(value)) if np.isfinite(value) and value == int(value) else f"{value:.6g}"
+
+
 def empty_trials() -> Trials:
     return Trials(np.zeros(0), np.zeros(0))
+
+
+def check_inside(trials: Trials, behavior: dict[str, TimeSeries], first: float, last: float, where: str,
+                 recorded: str) -> None:
+    """Raise DataError naming the first trial outside ``[first, last]`` or behaviour series wholly outside it."""
+    tol = TIME_TOLERANCE_S
+    for bad, edge in ((np.flatnonzero(trials.start < first - tol), "starts before"),
+                      (np.flatnonzero(trials.stop > last + tol), "ends after")):
+        if len(bad):
+            i = int(bad[0])
+            raise DataError(f"{where}: trial {i} ({trials.start[i]:.6g}-{trials.stop[i]:.6g} s) {edge} {recorded}; "
+                            f"{len(bad)} trial(s) do: are the trial times in seconds, and from this recording?")
+    for name, series in behavior.items():
+        t = series.timestamps
+        if len(t) and (t.max() < first - tol or t.min() > last + tol):
+            raise DataError(f"{where}: behavior {name!r} ({t.min():.6g}-{t.max():.6g} s) lies outside {recorded}; "
+                            "are its timestamps in seconds, and from this recording?")
 
 
 @dataclass
@@ -220,7 +262,39 @@ class Session:
             bad_split = sorted(set(tr.split.tolist()) - set(SPLITS))
             if bad_split:
                 raise DataError(f"{where}: trials.split has {bad_split}; expected values in {SPLITS}")
+        if self.units.obs_intervals is not None and len(self.units):
+            self._check_observed(where)
         return self
+
+    def _check_observed(self, where: str) -> None:
+        """Spikes inside their unit's obs_intervals; trials and behaviour inside the span they cover."""
+        intervals = [np.asarray(i, dtype=np.float64).reshape(-1, 2) for i in self.units.obs_intervals]
+        owner = np.concatenate([np.full(len(i), u) for u, i in enumerate(intervals)]).astype(np.int64)
+        bounds = np.concatenate(intervals) if len(owner) else np.zeros((0, 2))
+        if not np.isfinite(bounds).all():
+            raise DataError(f"{where}: units.obs_intervals contains NaN or inf")
+        if len(self.spike_times):
+            # One searchsorted for all units: shift each unit's times by its own offset so units never
+            # overlap, then a spike is covered when the latest interval starting before it reaches it.
+            shift = float(max(np.abs(bounds).max(initial=0.0), np.abs(self.spike_times).max())) * 2 + 1.0
+            starts, stops = bounds[:, 0] + owner * shift, bounds[:, 1] + owner * shift
+            order = np.argsort(starts, kind="stable")
+            starts, reach = starts[order], np.maximum.accumulate(stops[order]) if len(order) else stops
+            times = self.spike_times + self.spike_units * shift
+            latest = np.searchsorted(starts - TIME_TOLERANCE_S, times, side="right") - 1
+            covered = (latest >= 0) & (reach[np.maximum(latest, 0)] + TIME_TOLERANCE_S >= times)
+            if not covered.all():
+                spike = int(np.flatnonzero(~covered)[0])
+                unit = int(self.spike_units[spike])
+                spans = ", ".join(f"{a:.6g}-{b:.6g} s" for a, b in intervals[unit][:5]) or "none"
+                raise DataError(f"{where}: unit {str(self.units.ids[unit])!r} has a spike at "
+                                f"{self.spike_times[spike]:.6g} s, outside its observation intervals ({spans}); "
+                                f"{int((~covered).sum())} spike(s) lie outside their unit's obs_intervals")
+        if not len(bounds):
+            return
+        first, last = float(bounds[:, 0].min()), float(bounds[:, 1].max())
+        recorded = f"the recorded intervals (units observed {first:.6g}-{last:.6g} s)"
+        check_inside(self.trials, self.behavior, first, last, where, recorded)
 
     # ------------------------------------------------------------------ basic facts
     @property
@@ -290,20 +364,50 @@ class Session:
         back ``counts`` exactly.
 
         Args:
-            counts: (T, U) non-negative integer spike counts, one row per contiguous bin.
+            counts: (T, U) non-negative integer spike counts, one row per contiguous bin (at most
+                ``MAX_RATE_HZ * bin_size`` per bin and ``MAX_SPIKES`` in all).
             bin_size: bin width (s).
             behavior: name -> (T, D) array sampled at the bin centres, or a :class:`TimeSeries`.
-            trials: a :class:`Trials` table, or None.
+            trials: a :class:`Trials` table, or None; every trial must lie within the bins.
             t_start: time of the first bin's left edge (s).
+
+        Raises:
+            DataError: naming the field: counts that are not counts, unit columns (``heldout``,
+                ``region``, ``unit_names``) of another length, trials or behaviour outside the bins.
         """
         counts = np.asarray(counts)
         if counts.ndim != 2:
             raise DataError(f"from_binned: counts must be 2-D (T bins, U units), got shape {counts.shape}")
-        if bin_size <= 0:
-            raise DataError(f"from_binned: bin_size must be > 0 s, got {bin_size}")
-        if not np.all(np.isfinite(counts)) or (counts < 0).any() or not np.allclose(counts, np.round(counts)):
-            raise DataError("from_binned: counts must be finite non-negative integers")
+        if counts.dtype.kind not in "biuf":
+            raise DataError(f"from_binned: counts must be numbers, got dtype {counts.dtype}")
+        if not isinstance(bin_size, (int, float, np.number)) or not np.isfinite(bin_size) or bin_size <= 0:
+            raise DataError(f"from_binned: bin_size must be a number of seconds > 0, got {bin_size!r}")
+        if counts.dtype.kind == "f":  # counts computed in floating point may be off by rounding
+            bad = ~np.isfinite(counts) | (counts < 0) | (np.abs(counts - np.round(counts)) > 1e-6)
+        else:
+            bad = counts < 0
+        if bad.any():
+            row, column = np.argwhere(bad)[0]
+            raise DataError(f"from_binned: counts must be finite non-negative integers; counts[{row}, {column}] is "
+                            f"{_number(counts[row, column])} ({int(bad.sum())} entries are not)")
+        # Bounded before anything is allocated per spike: a wrong scale (rates, not counts; bin_size
+        # in ms) must be an error, not an attempt to place 10^9 spikes.
+        limit = max(1.0, MAX_RATE_HZ * bin_size)
+        if counts.size and counts.max() > limit:
+            row, column = np.unravel_index(int(np.argmax(counts)), counts.shape)
+            value = counts[row, column]
+            raise DataError(f"from_binned: counts[{row}, {column}] is {_number(value)} spikes in one {bin_size} s bin "
+                            f"({value / bin_size:.3g} Hz); no neuron fires faster than {MAX_RATE_HZ:g} Hz: are these "
+                            "spike counts (not rates), and is bin_size in seconds?")
+        total = float(counts.sum(dtype=np.float64))
+        if total > MAX_SPIKES:
+            raise DataError(f"from_binned: counts hold {total:.3g} spikes, more than {MAX_SPIKES:.0e}; "
+                            "split the recording into several sessions")
         counts = np.round(counts).astype(np.int64)
+        for name, values in (("heldout", heldout), ("region", region), ("unit_names", unit_names)):
+            if values is not None and len(values) != counts.shape[1]:
+                raise DataError(f"from_binned: {name} has {len(values)} entries, expected one per unit "
+                                f"(counts has {counts.shape[1]} columns)")
         n_bins, n_units = counts.shape
         flat = counts.ravel()  # (T*U,) bin-major
         cell = np.repeat(np.arange(flat.size), flat)  # one entry per spike
@@ -318,11 +422,14 @@ class Session:
             series[name] = value if isinstance(value, TimeSeries) else TimeSeries(centres, np.asarray(value))
             if len(series[name].timestamps) != n_bins and not isinstance(value, TimeSeries):
                 raise DataError(f"from_binned: behavior {name!r} has {len(value)} rows but counts has {n_bins} bins")
+        trials = trials if trials is not None else empty_trials()
+        t_stop = t_start + n_bins * bin_size
+        check_inside(trials, series, t_start, t_stop, "from_binned",
+                     f"the binned data ({t_start:.6g}-{t_stop:.6g} s: {n_bins} bins of {bin_size} s)")
         names = [str(i) for i in range(n_units)] if unit_names is None else list(unit_names)
         table = Units(ids=[f"{id}/{n}" for n in names], region=region, heldout=heldout)
         return cls(id=id, spike_times=times[order], spike_units=units[order], units=table, behavior=series,
-                   trials=trials if trials is not None else empty_trials(), subject=subject, task=task,
-                   source="from_binned")
+                   trials=trials, subject=subject, task=task, source="from_binned")
 
     # ------------------------------------------------------------------ derived sessions
     def select_units(self, index: np.ndarray) -> "Session":

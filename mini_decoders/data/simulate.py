@@ -32,8 +32,6 @@ matter how many sessions are simulated.
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,6 +41,7 @@ from scipy.signal import lfilter
 from mini_decoders.data.binning import bin_trials
 from mini_decoders.data.session import Session, TimeSeries, Trials, Units
 from mini_decoders.errors import DataError
+from mini_decoders.files import replacing
 
 N_CONDITIONS = 8  # reach directions, 45 degrees apart (centre-out task)
 
@@ -211,25 +210,18 @@ class TrueRates:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(handle)
-        try:
-            with h5py.File(temp_name, "w") as f:
-                f.attrs["session_id"] = self.session_id
-                f.attrs["t0"] = float(self.t0)
-                f.attrs["dt"] = float(self.dt)
-                f.create_dataset("rates", data=np.asarray(self.rates, dtype=np.float32), compression="gzip")
-                f.create_dataset("unit_ids", data=np.asarray(self.unit_ids, dtype=object), dtype=h5py.string_dtype())
-                if self.latents is not None:
-                    f.create_dataset("latents", data=np.asarray(self.latents, dtype=np.float32), compression="gzip")
-                    f.create_dataset("latent_names", data=np.asarray(self.latent_names, dtype=object),
-                                     dtype=h5py.string_dtype())
-                if self.velocity is not None:
-                    f.create_dataset("velocity", data=np.asarray(self.velocity, dtype=np.float32), compression="gzip")
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        with replacing(path) as temp, h5py.File(temp, "w") as f:
+            f.attrs["session_id"] = self.session_id
+            f.attrs["t0"] = float(self.t0)
+            f.attrs["dt"] = float(self.dt)
+            f.create_dataset("rates", data=np.asarray(self.rates, dtype=np.float32), compression="gzip")
+            f.create_dataset("unit_ids", data=np.asarray(self.unit_ids, dtype=object), dtype=h5py.string_dtype())
+            if self.latents is not None:
+                f.create_dataset("latents", data=np.asarray(self.latents, dtype=np.float32), compression="gzip")
+                f.create_dataset("latent_names", data=np.asarray(self.latent_names, dtype=object),
+                                 dtype=h5py.string_dtype())
+            if self.velocity is not None:
+                f.create_dataset("velocity", data=np.asarray(self.velocity, dtype=np.float32), compression="gzip")
         return path
 
     @classmethod

@@ -8,11 +8,11 @@ data to any reader, while the oracle stays available to the book.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from mini_decoders.data.nwb import write_nwb
 from mini_decoders.data.simulate import simulate
+from mini_decoders.files import write_text_atomic
 
 
 def write_synthetic(out: str | Path, n_sessions: int = 3, seed: int = 0, n_trials: int | None = None,
@@ -37,7 +37,5 @@ def write_synthetic(out: str | Path, n_sessions: int = 3, seed: int = 0, n_trial
         path = write_nwb(session, out / f"{session.id}.nwb")
         dataset.truth[session.id].save(out / f"{session.id}_truth.h5")
         paths.append(Path(path))
-    tmp = out / "simulation.json.tmp"
-    tmp.write_text(json.dumps(dataset.config_dict(), indent=2))
-    os.replace(tmp, out / "simulation.json")
+    write_text_atomic(out / "simulation.json", json.dumps(dataset.config_dict(), indent=2))
     return paths

@@ -154,10 +154,15 @@ class Decoder(nn.Module):
         index = self.session_index.get(session.id)
         if index is None:
             index = next((i for i, spec in enumerate(self.specs) if spec.unit_ids == ids), None)
-        how_to_adapt = ("To decode a new recording, adapt the run to its units first: "
-                        "`mini-decoders finetune RUN --data NEW.nwb --mode units` (unit identification: "
-                        "learn embeddings for the new units with the rest frozen) or `--mode full` "
-                        "(fine-tune everything); in Python, `run.finetune(...)`.")
+        if callable(getattr(self, "finetune", None)):
+            how_to_adapt = ("To decode a new recording, adapt the run to its units first: "
+                            "`mini-decoders finetune RUN --data NEW.nwb --mode units` (unit identification: "
+                            "learn embeddings for the new units with the rest frozen) or `--mode full` "
+                            "(fine-tune everything); in Python, `run.finetune(...)`.")
+        else:  # nothing shared to keep: saying `finetune` would send the user to a refusal
+            how_to_adapt = (f"This {self.name} run cannot be adapted to new units: train one on the new recording "
+                            f"(`mini-decoders train {self.name} --data NEW.nwb`), or use a model that adapts "
+                            "(ndt2, poyo, mtm).")
         trained = ", ".join(repr(spec.id) for spec in self.specs)
         if index is None:
             raise RunError(f"this run was trained on other units (sessions {trained}); session {session.id!r} "

@@ -25,6 +25,7 @@ from mini_decoders.data.session import Session
 from mini_decoders.errors import DataError
 from mini_decoders.metrics import bits_per_spike, r2_score, smooth_spikes
 from mini_decoders.models.base import Decoder, SessionSpec
+from mini_decoders.train.profiles import CHECKPOINT_SECONDS
 
 BEHAVIOR = "hand_vel"  # what the decoders predict; PRED.h5 and the metrics use this name
 
@@ -47,16 +48,22 @@ def fit_and_tune_positions(split: np.ndarray, seed: int = 0) -> tuple[np.ndarray
         n_tune = max(1, len(fit) // 5)
         fit, tune = fit[:-n_tune], fit[-n_tune:]
     if len(fit) == 0 or len(tune) == 0:
-        raise DataError(f"need at least 2 train/val trials to fit and tune, found {len(split)}")
+        raise DataError(f"need train trials to fit and val (or more train) trials to tune: at least 2 in all, "
+                        f"found {int((split == 'train').sum())} train and {int((split == 'val').sum())} val trials")
     return fit, tune
 
 
 def require_behavior(spec: SessionSpec, model: str, name: str = BEHAVIOR) -> int:
     """Number of channels of behaviour ``name`` in a training session, or a DataError."""
     if name not in spec.behavior_dims:
-        raise DataError(f"{model} decodes behavior {name!r}, but session {spec.id!r} has "
-                        f"{sorted(spec.behavior_dims) or 'no behavior'}; train a rate model "
-                        "(smoothing, ndt1, ...) on data without behaviour")
+        found = sorted(spec.behavior_dims)
+        if found:  # the velocity may well be there under another name (Golub's BCI data: cursor_vel)
+            how = (f"if one of them is the signal to decode, rename it first (e.g. session.behavior[{name!r}] = "
+                   f"session.behavior.pop({found[0]!r})); otherwise train a rate model (smoothing, ndt1, ...)")
+        else:
+            how = "train a rate model (smoothing, ndt1, ...) on data without behaviour"
+        raise DataError(f"{model} decodes behavior {name!r}, but session {spec.id!r} has {found or 'no behavior'}; "
+                        f"{how}")
     return spec.behavior_dims[name]
 
 
@@ -381,7 +388,8 @@ def collate_trials(items: list[dict]) -> dict[str, torch.Tensor]:
 
 
 GRU_COMMON = dict(bin_size=0.02, lag=0.0, transform="log1p", weight_decay=0.01, min_lr_ratio=0.1, grad_clip=1.0,
-                  precision="auto", device="auto", log_every=10, checkpoint_every=None, num_workers=0)
+                  precision="auto", device="auto", log_every=10, checkpoint_every=None, checkpoint_seconds=None,
+                  num_workers=0)
 
 
 class GRUDecoder(Decoder):
@@ -399,9 +407,11 @@ class GRUDecoder(Decoder):
     CONFIGS = {
         "tiny": dict(GRU_COMMON, hidden_size=32, num_layers=1, dropout=0.0, max_steps=40, batch_size=16, lr=5e-3,
                      warmup_steps=5, val_every=20, early_stopping_patience=None),
-        "quick": dict(GRU_COMMON, hidden_size=128, num_layers=1, dropout=0.1, max_steps=1500, batch_size=32, lr=3e-3,
+        "quick": dict(GRU_COMMON, checkpoint_seconds=CHECKPOINT_SECONDS["quick"],
+                      hidden_size=128, num_layers=1, dropout=0.1, max_steps=1500, batch_size=32, lr=3e-3,
                       warmup_steps=100, val_every=100, early_stopping_patience=5),
-        "full": dict(GRU_COMMON, hidden_size=256, num_layers=2, dropout=0.2, max_steps=6000, batch_size=64, lr=2e-3,
+        "full": dict(GRU_COMMON, checkpoint_seconds=CHECKPOINT_SECONDS["full"],
+                     hidden_size=256, num_layers=2, dropout=0.2, max_steps=6000, batch_size=64, lr=2e-3,
                      warmup_steps=300, val_every=200, early_stopping_patience=8, checkpoint_every=1000),
     }
 

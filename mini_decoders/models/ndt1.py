@@ -38,6 +38,7 @@ from mini_decoders.models.base import Decoder, SessionSpec, padded_unit_counts
 from mini_decoders.models.recipes import Departure
 from mini_decoders.nn.attention import TransformerBlock, attention_weights
 from mini_decoders.tokenizers.bins import BinTokenizer
+from mini_decoders.train.profiles import CHECKPOINT_SECONDS
 
 
 def context_window_mask(n_bins: int, context_forward: int | None, context_backward: int | None,
@@ -99,20 +100,22 @@ class NDT1(Decoder):
     _TRAIN = dict(bin_size=0.02, transform="log1p", activation="gelu", max_bins=512, context_forward=None,
                   context_backward=None, mask_zero_ratio=1.0, mask_random_ratio=1.0, min_lr_ratio=0.05,
                   grad_clip=1.0, precision="auto", device="auto", log_every=10, checkpoint_every=None,
-                  num_workers=0)
+                  checkpoint_seconds=None, num_workers=0)
     CONFIGS = {
         "tiny": dict(_TRAIN, dim=32, layers=1, heads=2, ffn_dim=64, dropout=0.1, embed_dropout=0.1,
                      rate_dropout=0.1, mask_ratio=0.25, mask_max_span=1, kernel_bins=5, factors=8, max_steps=60, batch_size=16, lr=3e-3,
                      weight_decay=0.01, warmup_steps=10, val_every=30, early_stopping_patience=None),
         # Measured on 3 simulated sessions (~200 train trials each), 1 thread: co-bps 1.03-1.06x the
         # smoothing baseline with the temporal kernel + 16 factors, 1.01-1.03x without either.
-        "quick": dict(_TRAIN, dim=128, layers=3, heads=4, ffn_dim=256, dropout=0.2, embed_dropout=0.3,
+        "quick": dict(_TRAIN, checkpoint_seconds=CHECKPOINT_SECONDS["quick"],
+                      dim=128, layers=3, heads=4, ffn_dim=256, dropout=0.2, embed_dropout=0.3,
                       rate_dropout=0.2, mask_ratio=0.4, mask_max_span=3, kernel_bins=9, factors=16, max_steps=2000,
                       batch_size=32, lr=5e-3, weight_decay=0.1, warmup_steps=100, val_every=100,
                       early_stopping_patience=6),
         # One step at batch 64 x 140 bins (MC_Maze at 5 ms) x 182 units peaks at 2.2 GB in fp32 on a CPU
         # (benchmarks/ndt_throughput.py --profile full --batch-size 64 --units 182 --lengths 140 --device cpu).
-        "full": dict(_TRAIN, dim=256, layers=6, heads=4, ffn_dim=512, dropout=0.2, embed_dropout=0.3,
+        "full": dict(_TRAIN, checkpoint_seconds=CHECKPOINT_SECONDS["full"],
+                     dim=256, layers=6, heads=4, ffn_dim=512, dropout=0.2, embed_dropout=0.3,
                      rate_dropout=0.2, mask_ratio=0.3, mask_max_span=3, kernel_bins=9, factors=None, max_steps=20000,
                      batch_size=64, lr=1e-3,
                      weight_decay=0.05, warmup_steps=1000, val_every=250, early_stopping_patience=12,

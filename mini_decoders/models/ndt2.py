@@ -62,6 +62,7 @@ from mini_decoders.nn.positions import LearnedPositions
 from mini_decoders.nn.temporal_kernel import TemporalKernel
 from mini_decoders.nn.vocab import GrowingVocabEmbedding
 from mini_decoders.tokenizers.patches import PatchTokenizer, PatchTokens
+from mini_decoders.train.profiles import CHECKPOINT_SECONDS
 
 BEHAVIOR = "hand_vel"
 CONTEXT_KINDS = ("session", "subject", "task")  # order of the context tokens
@@ -70,6 +71,7 @@ NOT_REAL, HIDDEN_HELDOUT = 3.0, 2.0  # sort keys: visible 0, hidden held-in 1, h
 _TRAIN = dict(bin_size=0.02, lag=0.1, neurons_per_token=32, max_count=20, max_time_bins=250, max_heldin_patches=12,
               max_heldout_patches=4, spike_embed_style="token", causal=False, weight_decay=0.01, min_lr_ratio=0.1,
               grad_clip=1.0, precision="auto", device="auto", log_every=10, checkpoint_every=None, num_workers=0,
+              checkpoint_seconds=None,
               behavior_weight=0.0, finetune_lr_scale=0.5, new_param_lr_mult=10.0, finetune_pooled_lr_mult=0.1,
               finetune_validations=20, finetune_glm_prior="subject", layer_decay=0.75, unit_bias=True,
               heldout_readout="pooled", heldout_kernel_bins=9, heldout_skip=False, skip_init="zero", skip_learned=True,
@@ -137,7 +139,8 @@ class NDT2(Decoder):
         # The skip is the GLM fitted to each session's train trials and stays fixed: the
         # transformer learns what it adds (measured: +0.02 co-bps after a full fine-tune on 42
         # trials of a new session, against a skip learned by gradient steps).
-        "quick": dict(_TRAIN, dim=64, neurons_per_token=64, layers=3, heads=4, ffn_mult=2, decoder_layers=2,
+        "quick": dict(_TRAIN, checkpoint_seconds=CHECKPOINT_SECONDS["quick"],
+                      dim=64, neurons_per_token=64, layers=3, heads=4, ffn_mult=2, decoder_layers=2,
                       dropout=0.1, pre_norm=True, mask_ratio=0.25, heldout_skip=True, skip_init="glm",
                       skip_learned=False, max_steps=800, batch_size=32, lr=3e-3, warmup_steps=50, val_every=100,
                       early_stopping_patience=None, finetune_steps=200),
@@ -146,7 +149,8 @@ class NDT2(Decoder):
         # at 5.2 GB in fp32 on a CPU (benchmarks/ndt_throughput.py --profile full --batch-size 256
         # --units 182 --lengths 50 --device cpu): a 16 GB GPU holds it. Memory grows with the tokens,
         # so 250-bin trials need a quarter of the batch.
-        "full": dict(_TRAIN, dim=256, layers=6, heads=4, ffn_mult=1, decoder_layers=2, dropout=0.1, pre_norm=False,
+        "full": dict(_TRAIN, checkpoint_seconds=CHECKPOINT_SECONDS["full"],
+                     dim=256, layers=6, heads=4, ffn_mult=1, decoder_layers=2, dropout=0.1, pre_norm=False,
                      mask_ratio=0.5, max_steps=20000, batch_size=256, lr=5e-4, warmup_steps=1000, val_every=500,
                      early_stopping_patience=8, checkpoint_every=2000, finetune_steps=3000),
     }

@@ -51,6 +51,7 @@ from mini_decoders.nn.feedforward import FeedForward
 from mini_decoders.nn.rotary import RotaryTimeEmbedding
 from mini_decoders.tokenizers.spikes import (SpikeTokenizer, StringVocabEmbedding, add_start_end_tokens,
                                              random_unit_subsets, triangular_unit_counts, unit_dropout)
+from mini_decoders.train.profiles import CHECKPOINT_SECONDS
 
 BEHAVIOR = "hand_vel"
 TASKS = ("hand_vel", "condition")
@@ -113,7 +114,7 @@ class POYO(Decoder):
                   unit_dropout_max_units=300, unit_dropout_peak=4.0,
                   optimizer="adamw", schedule="warmup_cosine",
                   weight_decay=1e-4, min_lr_ratio=0.05, grad_clip=1.0, precision="auto", device="auto",
-                  log_every=10, checkpoint_every=None, num_workers=0, monitor_tasks=True,
+                  log_every=10, checkpoint_every=None, checkpoint_seconds=None, num_workers=0, monitor_tasks=True,
                   finetune_lr=3e-3, finetune_steps=300, finetune_new_lr_mult=10.0, unfreeze_after=0)
     CONFIGS = {
         "tiny": dict(_TRAIN, dim=32, depth=1, latents_per_step=4, cross_heads=1, self_heads=2, dim_head=16,
@@ -123,12 +124,14 @@ class POYO(Decoder):
         # Sized for a few hundred steps of 16 windows (0.3-1 s/step on one CPU core): no dropout, a
         # short warm-up, one cross-attention head reading ~2,000 tokens per window. At lr 4e-3 the
         # loss sat at chance for 200 steps (attention stays uniform over the window); 1.5e-3 does not.
-        "quick": dict(_TRAIN, dim=64, depth=2, latents_per_step=8, cross_heads=1, self_heads=4, dim_head=32,
+        "quick": dict(_TRAIN, checkpoint_seconds=CHECKPOINT_SECONDS["quick"],
+                      dim=64, depth=2, latents_per_step=8, cross_heads=1, self_heads=4, dim_head=32,
                       ffn_dropout=0.0, lin_dropout=0.0, atn_dropout=0.0, unit_dropout_min=0.8,
                       max_steps=600, batch_size=16, lr=1.5e-3, warmup_steps=30, val_every=100,
                       early_stopping_patience=None, finetune_steps=200, finetune_lr=1e-2),
         # POYO's 1.3M public config (dim 64, depth 6, 16 latents per 125 ms step); ~1 GB on a GPU.
-        "full": dict(_TRAIN, dim=64, depth=6, latents_per_step=16, cross_heads=2, self_heads=8, dim_head=64,
+        "full": dict(_TRAIN, checkpoint_seconds=CHECKPOINT_SECONDS["full"],
+                     dim=64, depth=6, latents_per_step=16, cross_heads=2, self_heads=8, dim_head=64,
                      ffn_dropout=0.2, lin_dropout=0.4, atn_dropout=0.2, unit_dropout_min=0.5,
                      max_steps=20000, batch_size=128, lr=4e-3, warmup_steps=500, val_every=500,
                      early_stopping_patience=None, checkpoint_every=2000, finetune_steps=2000),

@@ -65,6 +65,7 @@ from mini_decoders.nn.attention import TransformerBlock
 from mini_decoders.nn.positions import LearnedPositions
 from mini_decoders.nn.quantize import perplexity
 from mini_decoders.tokenizers.vq import VQTokenizer, split_windows, window_mask
+from mini_decoders.train.profiles import CHECKPOINT_SECONDS
 
 BEHAVIOR = "hand_vel"
 STAGES = ("tokenizer", "codes", "behavior")
@@ -292,7 +293,7 @@ class VQ(Decoder):
                   per_code_embedding=False, code_input="codes", symmetric_mask=False,
                   stage_fractions=[0.4, 0.35, 0.25], warmup_fraction=0.05,
                   weight_decay=0.01, min_lr_ratio=0.05, grad_clip=1.0, precision="auto", device="auto", log_every=10,
-                  checkpoint_every=None, num_workers=0, early_stopping_patience=None)
+                  checkpoint_every=None, checkpoint_seconds=None, num_workers=0, early_stopping_patience=None)
     CONFIGS = {
         "tiny": dict(_TRAIN, window=2, num_codes=32, code_dim=8, dim=32, encoder_layers=0, decoder_layers=1, heads=2,
                      dropout=0.0, restart_every=10, usage_decay=0.8, code_dim_model=32, code_layers=1, code_heads=2,
@@ -306,12 +307,14 @@ class VQ(Decoder):
         # held-out neurons, which the encoder never sees, pushes the codes towards the shared state.
         # One code per bin (window 1, 450 bits/s) instead of per two bins: on the benchmark's three
         # sessions velocity R² 0.763 -> 0.797, 0.805, 0.807 (seeds 0-2; Wiener 0.788), co-bps 0.248 -> 0.27.
-        "quick": dict(_TRAIN, window=1, num_codes=512, code_dim=16, dim=64, encoder_layers=1, decoder_layers=2,
+        "quick": dict(_TRAIN, checkpoint_seconds=CHECKPOINT_SECONDS["quick"],
+                      window=1, num_codes=512, code_dim=16, dim=64, encoder_layers=1, decoder_layers=2,
                       heads=4, dropout=0.1, restart_every=50, usage_decay=0.95, code_dim_model=64, code_layers=3,
                       code_heads=4, code_dropout=0.1, mask_ratio=0.4, max_steps=2500, batch_size=32, lr=2e-3,
                       code_lr=1e-3, behavior_lr=1e-3, val_every=100),
         # Not yet run on a GPU: sized by analogy with the other models' full recipes.
-        "full": dict(_TRAIN, window=2, num_codes=1024, code_dim=32, dim=256, encoder_layers=2, decoder_layers=4,
+        "full": dict(_TRAIN, checkpoint_seconds=CHECKPOINT_SECONDS["full"],
+                     window=2, num_codes=1024, code_dim=32, dim=256, encoder_layers=2, decoder_layers=4,
                      heads=8, dropout=0.1, restart_every=100, usage_decay=0.98, code_dim_model=256, code_layers=6,
                      code_heads=8, code_dropout=0.1, mask_ratio=0.4, max_steps=30000, batch_size=128, lr=1e-3,
                      code_lr=5e-4, behavior_lr=5e-4, val_every=500, checkpoint_every=2000),

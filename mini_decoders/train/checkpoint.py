@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from mini_decoders.errors import RunError
+from mini_decoders.files import replacing
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -28,21 +28,16 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 
     The bytes go to a temporary file in the same folder, are flushed to disk, and only then
     replace ``path`` with ``os.replace`` (atomic on POSIX and Windows). A crash, a full disk or a
-    Ctrl-C mid-write therefore leaves the previous checkpoint untouched.
+    Ctrl-C mid-write therefore leaves the previous checkpoint untouched. The file gets the
+    permissions of any new file (0o666 minus the umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same folder, so os.replace is a rename within one file system, never a copy.
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with replacing(path) as temp, open(temp, "wb") as file:
+        torch.save(payload, file)
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -57,8 +52,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError... by damage kind
-        raise RunError(f"checkpoint {path} is truncated or corrupt, or holds objects other than tensors and plain "
-                       f"values ({type(error).__name__}: {str(error)[:300]}); delete it to start afresh") from error
+        text = str(error).strip()
+        # torch's own message suggests loading with weights_only=False, which can run any code the
+        # file holds: never repeat that advice about a file that failed the safe load.
+        if "weights_only" in text or "weights only" in text.lower():
+            text = "it holds something other than tensors and plain values"
+        detail = f"{type(error).__name__}: {text.splitlines()[0][:200]}" if text else type(error).__name__
+        raise RunError(f"checkpoint {path} is truncated or corrupt, or not a checkpoint written by mini-decoders "
+                       f"(which holds only tensors and plain values) ({detail}); delete it to start afresh") from None
     if not isinstance(payload, dict):
         raise RunError(f"checkpoint {path} holds a {type(payload).__name__}, expected a dict")
     return payload

@@ -6,6 +6,10 @@
 
 Each model module declares ``CONFIGS = {"tiny": {...}, "quick": {...}, "full": {...}}`` and picks
 its own with ``config_for(CONFIGS, profile)``.
+
+Gradient models in the ``quick`` and ``full`` profiles write a checkpoint every
+``CHECKPOINT_SECONDS[profile]`` seconds of training as well as every ``checkpoint_every`` steps,
+so a killed process loses at most that much; ``tiny`` runs last seconds and write none mid-run.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from mini_decoders.errors import RunError
 
 PROFILES = ("tiny", "quick", "full")
 PROFILE_ENV_VAR = "MINI_DECODERS_PROFILE"
+CHECKPOINT_SECONDS = {"tiny": None, "quick": 60.0, "full": 120.0}
 
 
 def resolve_profile(profile: str | None = None) -> str:

@@ -17,6 +17,14 @@ Reproducibility: the batch of step ``k`` depends only on (seed, k): epoch ``e = 
 permutation ``np.random.default_rng([seed, e])`` and step ``k`` takes its slice ``k % B_e`` (``B_e``
 full batches per epoch; the last incomplete batch is dropped). Together with the RNG states in the
 checkpoint, N steps in one go and N/2 steps + resume give bitwise-equal parameters on CPU.
+
+Exact at any instant: a checkpoint always holds one consistent state. Ctrl-C during the forward or
+backward pass saves the state of the step's start (nothing was updated yet); Ctrl-C during the
+optimizer update is held back until the update and its step count are done, then saves the state of
+the step's end; Ctrl-C during validation saves the step's end with the validation marked pending,
+and resuming runs it first. Checkpoints are written every ``checkpoint_every`` steps and every
+``checkpoint_seconds`` of wall-clock, so a killed process (``kill -9``, a lost Colab runtime) loses
+at most that much work.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ import dataclasses
 import json
 import math
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -72,6 +82,9 @@ class TrainConfig:
     monitor: str = "val_loss"       # key returned by val_fn; with mode
     monitor_mode: str = "min"       # min | max
     checkpoint_every: int | None = None  # steps; None = only at the end (and on interrupt)
+    # Wall-clock seconds between checkpoints (None: never by time). Saving reads the state and never
+    # changes it, so the trained weights do not depend on when (or whether) checkpoints were written.
+    checkpoint_seconds: float | None = None
     num_workers: int = 0
     # With validation, end with the weights of the best validation rather than the last step:
     # that is what early stopping promises, and what predict/eval should use.
@@ -103,6 +116,10 @@ class TrainConfig:
             raise RunError(f"TrainConfig.optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise RunError(f"TrainConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise RunError(f"TrainConfig.checkpoint_every must be >= 1 or None, got {self.checkpoint_every}")
+        if self.checkpoint_seconds is not None and not self.checkpoint_seconds >= 0:
+            raise RunError(f"TrainConfig.checkpoint_seconds must be >= 0 or None, got {self.checkpoint_seconds}")
 
 
 # --------------------------------------------------------------------------- device and precision
@@ -238,6 +255,37 @@ class History:
         return f"History({len(self.records)} records, last={self.records[-1] if self.records else None})"
 
 
+# --------------------------------------------------------------------------- interrupts
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold back Ctrl-C (SIGINT) until the block is done, then raise KeyboardInterrupt.
+
+    Python raises KeyboardInterrupt between any two bytecodes, so without this a Ctrl-C could land
+    after the optimizer changed some weights but before the step was counted: the checkpoint
+    written on interrupt would then apply that step twice on resume. Only the main thread receives
+    signals; elsewhere (or with SIGINT ignored) the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous in (signal.SIG_IGN, None):
+        yield
+        return
+    received: list[tuple] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous):
+                previous(*received[0])  # the default handler raises KeyboardInterrupt
+            else:
+                raise KeyboardInterrupt
+
+
 # --------------------------------------------------------------------------- batch order
 
 class _StepBatches:
@@ -336,6 +384,7 @@ class Trainer:
         self.validations_since_best = 0
         self.stopped_early = False
         self.finished = False
+        self.validation_pending = False  # a validation was due at `step` and has not finished
 
     # ----------------------------------------------------------------- the loop
 
@@ -352,14 +401,20 @@ class Trainer:
 
         Raises:
             RunError: non-finite loss (the last good checkpoint is kept), a bad checkpoint, ...
-            KeyboardInterrupt: re-raised after rank 0 saved a checkpoint at the current step.
+            KeyboardInterrupt: re-raised after rank 0 saved a consistent checkpoint (see the module
+                docstring for which state an interrupt at each moment saves).
         """
         config = self.config
         if resume:
             if self.checkpoint_path is None:
                 raise RunError("resume needs an out_dir holding checkpoint.pt, but out_dir is None")
             self._load(load_checkpoint(self.checkpoint_path))
+            if self.validation_pending and self.val_fn is not None:
+                self._validate()  # interrupted during this validation: run it before anything else
+            self.validation_pending = False
             if self.stopped_early or self.step >= config.max_steps:
+                if not self.finished:  # interrupted while finishing: finish now
+                    self._finish()
                 return self.history
         else:
             seed_everything(config.seed + self.world.rank)  # ranks draw different dropout masks
@@ -376,12 +431,16 @@ class Trainer:
         bar = tqdm(total=config.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (self.progress and self.is_main))
         window = _Window()
-        rng_at_step_start, in_step = None, False
+        last_save = time.monotonic()
+        # What an interrupt saves depends on where it lands (`phase`): "step" (drawing the batch,
+        # forward, backward: nothing updated yet) -> the RNG of the step's start; "update" (inside
+        # the optimizer update, reached only by a KeyboardInterrupt raised there directly, not by
+        # Ctrl-C, which interrupts_deferred holds back) -> nothing, the state is unknown;
+        # "after" (logging, validation, checkpoint) -> the step's end.
+        phase, rng_at_step_start, rng_after_update = "step", capture_rng(), None
         self.model.train()
         try:
             for batch in batches:
-                # Ctrl-C mid-step must save the RNG of the step's start, so resuming replays it.
-                rng_at_step_start, in_step = capture_rng(), True
                 lr = lr_at(self.step, config)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr * group["lr_mult"]
@@ -393,12 +452,17 @@ class Trainer:
                 if config.grad_clip is not None:
                     self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
                     nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
-                self.scaler.step(self.optimizer)
-                self.step += 1
-                in_step = False
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.samples_seen += config.batch_size
+                with interrupts_deferred():  # the update and its step count are one state
+                    phase = "update"
+                    self.scaler.step(self.optimizer)
+                    self.step += 1
+                    self.scaler.update()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.samples_seen += config.batch_size
+                    at_validation = config.val_every is not None and self.step % config.val_every == 0
+                    self.validation_pending = self.val_fn is not None and (at_validation
+                                                                           or self.step == config.max_steps)
+                    rng_after_update, phase = capture_rng(), "after"
                 window.add(loss_value, extras)
                 bar.update(1)
 
@@ -407,27 +471,25 @@ class Trainer:
                     self.history.log(self.step, {**record, "lr": lr, "samples_seen": self.samples_seen})
                     bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{lr:.2e}", refresh=False)
                     window = _Window()
-                at_validation = config.val_every is not None and self.step % config.val_every == 0
-                if self.val_fn is not None and (at_validation or self.step == config.max_steps):
+                if self.validation_pending:
                     self._validate()
+                    self.validation_pending = False
                     window.restart_clock()
                     if self.stopped_early:
                         break
-                if (config.checkpoint_every is not None and self.step % config.checkpoint_every == 0
-                        and self.step < config.max_steps):
+                by_steps = config.checkpoint_every is not None and self.step % config.checkpoint_every == 0
+                by_time = (config.checkpoint_seconds is not None
+                           and time.monotonic() - last_save >= config.checkpoint_seconds)
+                if (by_steps or by_time) and self.step < config.max_steps:
                     self._save(rng_state())
+                    last_save = time.monotonic()
                     window.restart_clock()
+                rng_at_step_start, phase = capture_rng(), "step"
 
-            if config.restore_best and self.best_state is not None:
-                self.model.load_state_dict(self.best_state)
-            self.finished = True
-            self._save(rng_state())
+            phase = "finish"
+            self._finish()
         except KeyboardInterrupt:
-            if self.is_main and self.checkpoint_path is not None:
-                self._save(rng_state(rng_at_step_start if in_step else None))
-                print(f"interrupted at step {self.step}; rerun with --resume", flush=True)
-            elif self.is_main:
-                print(f"interrupted at step {self.step}; no out_dir, so no checkpoint was saved", flush=True)
+            self._save_on_interrupt(phase, rng_at_step_start, rng_after_update)
             raise
         finally:
             bar.close()
@@ -435,6 +497,45 @@ class Trainer:
             close_distributed()
             self._owns_process_group = False
         return self.history
+
+    def _finish(self) -> None:
+        """End with the best validation's weights (when asked) and write the final checkpoint."""
+        if self.config.restore_best and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        self.finished = True
+        self._save(rng_state())
+
+    def _save_on_interrupt(self, phase: str, rng_at_step_start: tuple, rng_after_update: tuple | None) -> None:
+        """Save the consistent state an interrupt in ``phase`` leaves (see ``fit``) and say which."""
+        if not self.is_main:
+            return
+        if self.checkpoint_path is None:
+            print(f"interrupted at step {self.step}; no out_dir, so no checkpoint was saved", flush=True)
+            return
+        if phase == "update":
+            kept = self._checkpoint_step()
+            kept = (f"the checkpoint of step {kept} is kept" if kept is not None
+                    else "no checkpoint was written, so a rerun starts from step 0")
+            print(f"interrupted inside an optimizer update, which may have changed only some weights: they are not "
+                  f"saved and {kept}; rerun with --resume", flush=True)
+            return
+        if phase == "step":
+            rng = rng_at_step_start  # nothing was updated: replay this step from its start
+        elif phase == "after" and self.validation_pending:
+            rng = rng_after_update  # replay the validation from the step's end
+        else:
+            rng = None  # the current state is the step's end
+        self._save(rng_state(rng))
+        print(f"interrupted at step {self.step}; rerun with --resume", flush=True)
+
+    def _checkpoint_step(self) -> int | None:
+        """The step of the checkpoint on disk, or None when there is none (or it cannot be read)."""
+        if self.checkpoint_path is None or not self.checkpoint_path.is_file():
+            return None
+        try:
+            return int(load_checkpoint(self.checkpoint_path)["step"])
+        except (RunError, KeyError, TypeError, ValueError):
+            return None
 
     def _training_loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         """(scalar loss, extra logs) of one batch, under autocast when training in bf16/fp16."""
@@ -510,6 +611,7 @@ class Trainer:
             "validations_since_best": self.validations_since_best,
             "stopped_early": self.stopped_early,
             "finished": self.finished,
+            "validation_pending": self.validation_pending,
             "history": self.history.to_dict(),
             "train_config": dataclasses.asdict(self.config),
             "run_config": self.run_config,
@@ -538,6 +640,7 @@ class Trainer:
         self.validations_since_best = int(payload["validations_since_best"])
         self.stopped_early = bool(payload["stopped_early"])
         self.finished = bool(payload["finished"])
+        self.validation_pending = bool(payload.get("validation_pending", False))
         self.history = History.from_dict(payload["history"])
         if self.world.rank == 0 and payload.get("world_size", 1) == self.world.world_size:
             set_rng_state(payload["rng"])
