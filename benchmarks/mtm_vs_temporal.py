@@ -112,7 +112,7 @@ def main() -> None:
     smoothing = json.loads((out / "smoothing" / "metrics.json").read_text())
 
     from mini_decoders.models.mtm import BASELINE_RECIPE, PAPER_RECIPE, MtM
-    from mini_decoders.train.profiles import config_for
+    from mini_decoders.training.profiles import config_for
 
     results: dict[str, dict] = {}
     mtm_overrides = json.loads(args.mtm_config) if args.mtm_config else {}

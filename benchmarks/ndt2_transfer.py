@@ -48,7 +48,7 @@ def main() -> None:
     from mini_decoders.data.nwb import read_nwb
     from mini_decoders.models.ndt2 import NDT2, transfer_experiment
     from mini_decoders.run import Run, train
-    from mini_decoders.train.profiles import config_for
+    from mini_decoders.training.profiles import config_for
 
     sessions = [read_nwb(path) for path in args.data]
     pretrain, new = sessions[:-1], sessions[-1]

@@ -137,7 +137,7 @@ def steps_for_budget(name: str, sessions, profile: str, budget: float, work: Pat
     per step and the fixed cost; capped at the profile's ``max_steps``. Returns (steps, s/step)."""
     import mini_decoders as md
     from mini_decoders.models.registry import get_model
-    from mini_decoders.train.profiles import config_for
+    from mini_decoders.training.profiles import config_for
 
     cap = int(config_for(get_model(name).CONFIGS, profile)["max_steps"])
     seconds = []

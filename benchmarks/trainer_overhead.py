@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mini_decoders.train.schedule import default_param_groups
-from mini_decoders.train.trainer import TrainConfig, Trainer, select_device
+from mini_decoders.training.schedule import default_param_groups
+from mini_decoders.training.trainer import TrainConfig, Trainer, select_device
 
 BATCH, TOKENS, DIM = 32, 50, 128
 

@@ -11,16 +11,10 @@ The Python API mirrors the command line::
 
 __version__ = "0.1.0"
 
-# `mini_decoders.train` is both the training subpackage (DESIGN §2) and the API function
-# (DESIGN §6). The subpackage is imported here (its __init__ imports nothing), so later imports of
-# `mini_decoders.train.*` find it in sys.modules and never rebind the package attribute; the name
-# is then removed, and `md.train` (like `Run`, `load_run`) is looked up in `mini_decoders.run` on
-# first use. Importing the package stays instant: `mini-decoders` starts, and handles Ctrl-C, before
-# torch loads.
-from mini_decoders import train as _training_package  # noqa: E402,F401
-
-del train
-
+# `Run`, `load_run` and `train` live in `mini_decoders.run` and are looked up there on first use:
+# importing the package stays instant, so `mini-decoders` starts, and handles Ctrl-C, before torch
+# loads. (The training machinery is the subpackage `mini_decoders.training`; `mini_decoders.train`
+# is only ever the API function.)
 _API = ("Run", "load_run", "train")
 __all__ = ["Run", "__version__", "load_run", "train"]
 

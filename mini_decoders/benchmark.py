@@ -239,7 +239,7 @@ class PeakMemory:
 def is_gradient_model(model: str, profile: str) -> bool:
     """Whether ``model`` trains by optimiser steps (its profile config has ``max_steps``)."""
     from mini_decoders.models.registry import get_model
-    from mini_decoders.train.profiles import config_for
+    from mini_decoders.training.profiles import config_for
 
     return "max_steps" in config_for(get_model(model).CONFIGS, profile)
 
@@ -634,7 +634,7 @@ def model_row(label: str, settings: BenchmarkSettings, *, progress: bool = False
     # The cost sweeps build models for other population sizes: outside the memory measurement.
     net = run.model
     if (settings.device or "auto") != "cpu":
-        from mini_decoders.train.trainer import select_device
+        from mini_decoders.training.trainer import select_device
 
         try:
             net = net.to(select_device(settings.device or "auto"))
@@ -798,7 +798,7 @@ def make_settings(data: Sequence[str | Path] | None, profile: str | None, work: 
     ``costs=False`` leaves the inference-cost sweeps out (empty sweeps in every row).
     """
     from mini_decoders.errors import DataError, RunError
-    from mini_decoders.train.profiles import resolve_profile
+    from mini_decoders.training.profiles import resolve_profile
 
     profile = resolve_profile(profile)
     defaults = PROFILE_DEFAULTS[profile]

@@ -40,8 +40,8 @@ from mini_decoders.metrics import (bits_per_spike, psth_r2_from_spikes, r2_score
                                    velocity_r2_from_rates)
 from mini_decoders.models.base import PREDICTION_KEYS, Decoder, SessionSpec
 from mini_decoders.models.registry import get_model
-from mini_decoders.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from mini_decoders.train.profiles import resolve_profile
+from mini_decoders.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from mini_decoders.training.profiles import resolve_profile
 
 FORMAT_VERSION = 1  # bump when config.json / checkpoint.pt change incompatibly
 CONFIG_NAME = "config.json"
@@ -476,7 +476,7 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
 
 def _checked_overrides(model_class, model_config: dict, device: str | None, max_steps: int | None) -> dict:
     """``device`` and ``max_steps`` as config overrides, refused now if they cannot work."""
-    from mini_decoders.train.trainer import select_device
+    from mini_decoders.training.trainer import select_device
 
     overrides = {}
     if device is not None:

@@ -115,7 +115,7 @@ class _Cells:
 
     def key(self, model: str) -> str:
         from mini_decoders.models.registry import get_model
-        from mini_decoders.train.profiles import config_for
+        from mini_decoders.training.profiles import config_for
 
         recipe = config_for(get_model(model).CONFIGS, self.profile)
         stamp = {**self.stamp, "model": model, "recipe": recipe}
@@ -213,7 +213,7 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
     from mini_decoders.errors import RunError
     from mini_decoders.models.registry import get_model
     from mini_decoders.run import as_sessions, load_run, train
-    from mini_decoders.train.profiles import config_for, resolve_profile
+    from mini_decoders.training.profiles import config_for, resolve_profile
 
     say = log or (lambda message: None)
     if work is None:

@@ -6,9 +6,9 @@ import importlib
 def test_train_is_the_api_function_even_after_importing_the_training_package():
     import mini_decoders as md
 
-    importlib.import_module("mini_decoders.train.trainer")
-    importlib.import_module("mini_decoders.train.schedule")
-    from mini_decoders.train.profiles import resolve_profile  # noqa: F401
+    importlib.import_module("mini_decoders.training.trainer")
+    importlib.import_module("mini_decoders.training.schedule")
+    from mini_decoders.training.profiles import resolve_profile  # noqa: F401
 
     assert callable(md.train) and md.train.__module__ == "mini_decoders.run"
     assert md.load_run.__module__ == "mini_decoders.run"

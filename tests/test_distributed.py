@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import torch
 
-from mini_decoders.train.checkpoint import load_checkpoint
+from mini_decoders.training.checkpoint import load_checkpoint
 
 # Written to tmp_path: torchrun runs it as a script, and the test imports it for the reference run.
 PROBLEM_SOURCE = textwrap.dedent('''
@@ -20,7 +20,7 @@ PROBLEM_SOURCE = textwrap.dedent('''
     import torch
     from torch import nn
 
-    from mini_decoders.train.trainer import TrainConfig, Trainer
+    from mini_decoders.training.trainer import TrainConfig, Trainer
 
 
     class Regressor(nn.Module):

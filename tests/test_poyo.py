@@ -16,8 +16,8 @@ from mini_decoders.models.poyo import POYO, WindowSampler, phase_weights, stitch
 from mini_decoders.tokenizers.spikes import (END, SPIKE, START, SpikeTokenizer, add_start_end_tokens,
                                              decode_token_codes, encode_token_codes, triangular_unit_counts,
                                              unit_dropout)
-from mini_decoders.train import trainer as trainer_module
-from mini_decoders.train.lamb import Lamb
+from mini_decoders.training import trainer as trainer_module
+from mini_decoders.training.lamb import Lamb
 
 
 

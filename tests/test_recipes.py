@@ -12,9 +12,9 @@ from mini_decoders.benchmark import cell_label, recipe_labels, split_label
 from mini_decoders.errors import RunError
 from mini_decoders.models.recipes import DEFAULT, PAPER, Departure, apply_recipe, check_departures, ladder, parse_recipe
 from mini_decoders.models.registry import MODELS, get_model
-from mini_decoders.train.lamb import Lamb
-from mini_decoders.train.schedule import lr_at
-from mini_decoders.train.trainer import TrainConfig
+from mini_decoders.training.lamb import Lamb
+from mini_decoders.training.schedule import lr_at
+from mini_decoders.training.trainer import TrainConfig
 
 TRANSFORMERS = ("ndt1", "ndt2", "mtm", "poyo", "vq")
 KERNEL = Departure("kernel", "temporal kernel", ("kernel_bins",), "none", "9 bins", "smoothing to start from")

@@ -14,12 +14,12 @@ import torch
 from torch import nn
 
 from mini_decoders.errors import RunError
-from mini_decoders.train import checkpoint as checkpoint_module
-from mini_decoders.train.checkpoint import load_checkpoint, save_checkpoint
-from mini_decoders.train.distributed import WorldInfo, local_batch_slice
-from mini_decoders.train.profiles import PROFILE_ENV_VAR, config_for, resolve_profile
-from mini_decoders.train.schedule import default_param_groups, lr_at, lr_mult_groups
-from mini_decoders.train.trainer import (History, TrainConfig, Trainer, _StepBatches, select_device,
+from mini_decoders.training import checkpoint as checkpoint_module
+from mini_decoders.training.checkpoint import load_checkpoint, save_checkpoint
+from mini_decoders.training.distributed import WorldInfo, local_batch_slice
+from mini_decoders.training.profiles import PROFILE_ENV_VAR, config_for, resolve_profile
+from mini_decoders.training.schedule import default_param_groups, lr_at, lr_mult_groups
+from mini_decoders.training.trainer import (History, TrainConfig, Trainer, _StepBatches, select_device,
                                          select_precision)
 
 matplotlib.use("Agg")
@@ -587,7 +587,7 @@ def test_bf16_autocast_on_cpu_trains():
 
 
 def test_train_config_from_model_config_takes_only_training_keys():
-    from mini_decoders.train.trainer import TrainConfig
+    from mini_decoders.training.trainer import TrainConfig
 
     config = TrainConfig.from_model_config({"dim": 64, "lr": 3e-3, "max_steps": 7, "batch_size": 64},
                                            batch_size=8, monitor="val_r2")

@@ -7,7 +7,7 @@ transformer pretrained on twenty sessions, the Run API (``mini_decoders.run``) o
   dimensions). The unit ids are remembered, so data recorded from other units is refused with a
   message instead of silently producing nonsense.
 - ``model.fit(sessions, config, out_dir=..., resume=..., progress=...)``: gradient models hand
-  themselves to the one :class:`~mini_decoders.train.trainer.Trainer`; closed-form models solve.
+  themselves to the one :class:`~mini_decoders.training.trainer.Trainer`; closed-form models solve.
 - ``model.predict_trials(session, binned)``: a dict of arrays, one row per trial.
 
 What a model knows about its training data lives in :class:`SessionSpec` (plain python, so it
@@ -29,7 +29,7 @@ from mini_decoders.data.binning import BinnedTrials
 from mini_decoders.data.session import Session
 from mini_decoders.errors import RunError
 from mini_decoders.models.recipes import Departure, apply_recipe
-from mini_decoders.train.profiles import config_for
+from mini_decoders.training.profiles import config_for
 
 PREDICTION_KEYS = ("rates_heldin", "rates_heldout", "hand_vel")  # the datasets PRED.h5 may hold
 

@@ -434,7 +434,7 @@ class MtM(NDT1):
 
     def _train(self, sessions: list[Session], train_config: dict, *, out_dir: Path | None, resume: bool,
                progress: bool, param_groups: list[dict] | None = None) -> dict:
-        from mini_decoders.train.trainer import TrainConfig, Trainer
+        from mini_decoders.training.trainer import TrainConfig, Trainer
 
         train_items = [item for session in sessions for item in self._trial_items(session, "train")]
         if not train_items:
@@ -554,7 +554,7 @@ class MtM(NDT1):
             # Old rows get no gradient (their sessions are not in the batches); no decay keeps them exact.
             groups = [{"params": per_session, "lr_mult": 1.0, "weight_decay": 0.0}]
         else:
-            from mini_decoders.train.schedule import default_param_groups
+            from mini_decoders.training.schedule import default_param_groups
 
             ids = {id(p) for p in per_session}
             shared = [g for g in default_param_groups(self, float(train_config["weight_decay"]))]

@@ -38,7 +38,7 @@ from mini_decoders.models.base import Decoder, SessionSpec, padded_unit_counts
 from mini_decoders.models.recipes import Departure
 from mini_decoders.nn.attention import TransformerBlock, attention_weights
 from mini_decoders.tokenizers.bins import BinTokenizer
-from mini_decoders.train.profiles import CHECKPOINT_SECONDS
+from mini_decoders.training.profiles import CHECKPOINT_SECONDS
 
 
 def context_window_mask(n_bins: int, context_forward: int | None, context_backward: int | None,
@@ -92,7 +92,7 @@ class NDT1(Decoder):
     after the read-in, starting as Gaussian smoothing; 0 = none), ``factors`` (low-dimensional
     bottleneck before the read-outs; None = none), ``context_forward`` / ``context_backward`` (bins; None =
     full context), ``mask_ratio``, ``mask_max_span``, ``mask_zero_ratio``, ``mask_random_ratio``,
-    ``max_bins``, and the training keys of :class:`~mini_decoders.train.trainer.TrainConfig`.
+    ``max_bins``, and the training keys of :class:`~mini_decoders.training.trainer.TrainConfig`.
     """
 
     name = "ndt1"
@@ -299,7 +299,7 @@ class NDT1(Decoder):
     # ------------------------------------------------------------------ training
     def fit(self, sessions: list[Session], config: dict, *, out_dir: Path | None = None, resume: bool = False,
             progress: bool = True) -> dict:
-        from mini_decoders.train.trainer import TrainConfig, Trainer
+        from mini_decoders.training.trainer import TrainConfig, Trainer
 
         train_items = [item for session in sessions for item in self._trial_items(session, "train")]
         if not train_items:

@@ -62,7 +62,7 @@ from mini_decoders.nn.positions import LearnedPositions
 from mini_decoders.nn.temporal_kernel import TemporalKernel
 from mini_decoders.nn.vocab import GrowingVocabEmbedding
 from mini_decoders.tokenizers.patches import PatchTokenizer, PatchTokens
-from mini_decoders.train.profiles import CHECKPOINT_SECONDS
+from mini_decoders.training.profiles import CHECKPOINT_SECONDS
 
 BEHAVIOR = "hand_vel"
 CONTEXT_KINDS = ("session", "subject", "task")  # order of the context tokens
@@ -664,7 +664,7 @@ class NDT2(Decoder):
 
     def _train(self, sessions: list[Session], config: dict, *, out_dir: Path | None, resume: bool, progress: bool,
                param_groups: list[dict] | None, with_velocity: bool) -> dict:
-        from mini_decoders.train.trainer import TrainConfig
+        from mini_decoders.training.trainer import TrainConfig
 
         train_binned = [self._binned(s, "train", with_velocity) for s in sessions]
         items = self._items(sessions, train_binned, with_velocity)
@@ -905,7 +905,7 @@ class NDT2(Decoder):
 
 
 def _vocab_safe_trainer_class():
-    from mini_decoders.train.trainer import Trainer
+    from mini_decoders.training.trainer import Trainer
 
     class VocabSafeTrainer(Trainer):
         """The Trainer, whose best-state copy handles only tensors (vocabularies keep their ids as
@@ -977,7 +977,7 @@ def transfer_experiment(pretrain_sessions: list[Session], new_session: Session, 
         "models": {"pretrained": NDT2, "scratch": NDT2}}``.
     """
     from mini_decoders.run import Run
-    from mini_decoders.train.profiles import config_for
+    from mini_decoders.training.profiles import config_for
 
     base = {**config_for(NDT2.CONFIGS, profile), "seed": seed, **(config or {})}
     small = few_trials(new_session, fraction, seed)

@@ -51,7 +51,7 @@ from mini_decoders.nn.feedforward import FeedForward
 from mini_decoders.nn.rotary import RotaryTimeEmbedding
 from mini_decoders.tokenizers.spikes import (SpikeTokenizer, StringVocabEmbedding, add_start_end_tokens,
                                              random_unit_subsets, triangular_unit_counts, unit_dropout)
-from mini_decoders.train.profiles import CHECKPOINT_SECONDS
+from mini_decoders.training.profiles import CHECKPOINT_SECONDS
 
 BEHAVIOR = "hand_vel"
 TASKS = ("hand_vel", "condition")
@@ -337,7 +337,7 @@ class POYO(Decoder):
 
     def _train(self, sessions: list[Session], cfg: dict, param_groups: list[dict] | None, *,
                out_dir: Path | None, resume: bool, progress: bool, steps: int | None = None) -> dict:
-        from mini_decoders.train.trainer import TrainConfig, Trainer
+        from mini_decoders.training.trainer import TrainConfig, Trainer
 
         dataset = WindowSampler(self, sessions, "train", cfg)
         val_sets = [(s, self._trial_targets(s, "val")[0]) for s in sessions if "val" in s.trials.split]

@@ -65,7 +65,7 @@ from mini_decoders.nn.attention import TransformerBlock
 from mini_decoders.nn.positions import LearnedPositions
 from mini_decoders.nn.quantize import perplexity
 from mini_decoders.tokenizers.vq import VQTokenizer, split_windows, window_mask
-from mini_decoders.train.profiles import CHECKPOINT_SECONDS
+from mini_decoders.training.profiles import CHECKPOINT_SECONDS
 
 BEHAVIOR = "hand_vel"
 STAGES = ("tokenizer", "codes", "behavior")
@@ -638,7 +638,7 @@ class VQ(Decoder):
                 "stage_steps": {stage: h["steps"] for stage, h in histories.items()}}
 
     def _stage_config(self, stage: str, n_steps: int, n_items: int):
-        from mini_decoders.train.trainer import TrainConfig
+        from mini_decoders.training.trainer import TrainConfig
 
         lr = {"tokenizer": self.config["lr"], "codes": self.config["code_lr"],
               "behavior": self.config["behavior_lr"]}[stage]
@@ -654,8 +654,8 @@ class VQ(Decoder):
 
     def _fit_stage(self, stage: str, sessions: list[Session], n_steps: int, *, out_dir: Path | None, resume: bool,
                    progress: bool) -> dict:
-        from mini_decoders.train.trainer import Trainer
-        from mini_decoders.train.schedule import default_param_groups
+        from mini_decoders.training.trainer import Trainer
+        from mini_decoders.training.schedule import default_param_groups
 
         self.stage = stage
         stage_dir = None if out_dir is None else Path(out_dir) / f"stage_{stage}"

@@ -50,12 +50,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mini_decoders.errors import RunError
-from mini_decoders.train.checkpoint import (CHECKPOINT_NAME, capture_rng, load_checkpoint, rng_state,
+from mini_decoders.training.checkpoint import (CHECKPOINT_NAME, capture_rng, load_checkpoint, rng_state,
                                             save_checkpoint, set_rng_state)
-from mini_decoders.train.distributed import (WorldInfo, broadcast_from_main, close_distributed, init_distributed,
+from mini_decoders.training.distributed import (WorldInfo, broadcast_from_main, close_distributed, init_distributed,
                                              local_batch_slice, mean_across_ranks, world_info, wrap_model)
-from mini_decoders.train.lamb import Lamb
-from mini_decoders.train.schedule import SCHEDULES, default_param_groups, lr_at
+from mini_decoders.training.lamb import Lamb
+from mini_decoders.training.schedule import SCHEDULES, default_param_groups, lr_at
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "lamb": Lamb}
 

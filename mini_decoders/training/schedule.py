@@ -12,18 +12,24 @@ higher rate or deeper layers a lower one (layer-wise decay).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from torch import nn
-
-if TYPE_CHECKING:  # the config lives with the Trainer; the schedule only reads its fields
-    from mini_decoders.train.trainer import TrainConfig
-
 
 SCHEDULES = ("warmup_cosine", "flat_cosine")
 
 
-def lr_at(step: int, config: "TrainConfig") -> float:
+class ScheduleConfig(Protocol):
+    """The fields of a training config the schedule reads (``TrainConfig`` has them all)."""
+
+    lr: float
+    min_lr_ratio: float
+    warmup_steps: int
+    max_steps: int
+    schedule: str
+
+
+def lr_at(step: int, config: ScheduleConfig) -> float:
     """Learning rate of optimizer step ``step`` (0-based: the rate used to *take* step ``step``).
 
     ``schedule="warmup_cosine"`` (every model's default): warm-up ``lr * (step + 1) / warmup_steps``
@@ -39,7 +45,7 @@ def lr_at(step: int, config: "TrainConfig") -> float:
     peak = config.lr
     floor = config.lr * config.min_lr_ratio
     start = config.warmup_steps
-    if getattr(config, "schedule", "warmup_cosine") == "flat_cosine":
+    if config.schedule == "flat_cosine":
         start = config.max_steps // 2
         if step < start:
             return peak
