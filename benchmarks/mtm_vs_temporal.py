@@ -97,7 +97,7 @@ def main() -> None:
     import torch
 
     import mini_decoders as md
-    from mini_decoders.run import write_json_atomic
+    from mini_decoders.files import write_json_atomic
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)

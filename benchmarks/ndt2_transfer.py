@@ -46,7 +46,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from mini_decoders.data.nwb import read_nwb
-    from mini_decoders.models.ndt2 import NDT2, transfer_experiment
+    from mini_decoders.experiments.ndt2_transfer import transfer_experiment
+    from mini_decoders.models.ndt2 import NDT2
     from mini_decoders.run import Run, train
     from mini_decoders.training.profiles import config_for
 

@@ -82,7 +82,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from mini_decoders.run import load_run, write_json_atomic
+    from mini_decoders.files import write_json_atomic
+    from mini_decoders.run import load_run
 
     run = load_run(args.run)
     scores = run.evaluate(_sessions(args.data), split=args.split)
@@ -96,12 +97,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- benchmark
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from mini_decoders.benchmark import format_table, run_benchmark
+    from mini_decoders.experiments.benchmark import run_benchmark
+    from mini_decoders.experiments.report import format_table, format_transfer
+    from mini_decoders.experiments.transfer import parse_counts, parse_fractions
 
     transfer = "only" if args.transfer_only else bool(args.transfer)
     if transfer and (args.pretrain_sessions or args.fractions):
-        from mini_decoders.transfer import parse_counts, parse_fractions
-
         options = {"only": True} if transfer == "only" else {}
         if args.pretrain_sessions:
             options["pretrain_counts"] = parse_counts(args.pretrain_sessions)
@@ -117,8 +118,6 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if table["rows"]:  # --transfer-only has no model rows, hence no table to print
         print(format_table(table))
     if table.get("transfer"):
-        from mini_decoders.transfer import format_transfer
-
         print(format_transfer(table["transfer"]))
     print(f"table written to {args.json}" + (f", plot to {args.plot}" if args.plot else ""))
     return 0

@@ -16,12 +16,16 @@ ideas:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from mini_decoders.errors import RunError
 
@@ -70,6 +74,31 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with replacing(path) as temp:
         temp.write_text(text, encoding="utf-8")
     return path
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write ``data`` as JSON to a temp file next to ``path``, then rename it over ``path``.
+
+    NumPy numbers and arrays are written as plain numbers and lists.
+
+    Raises:
+        RunError: ``path`` is a folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise RunError(f"{path} is a folder; expected the path of a .json file to write (e.g. {path / 'scores.json'})")
+    with replacing(path) as temp, open(temp, "w") as file:
+        json.dump(data, file, indent=2, default=json_default)
+
+
+def json_default(value: Any) -> Any:
+    """``json.dump``'s ``default``: NumPy scalars and arrays as Python numbers and lists."""
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
 
 
 class FolderLock:

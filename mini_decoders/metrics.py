@@ -31,6 +31,12 @@ from mini_decoders.errors import DataError
 
 ZERO_RATE_FLOOR = 1e-9  # NLB replaces λ = 0 by this so ln λ is finite (a zero rate with a spike costs ~20.7 nats)
 NLB_RIDGE_ALPHAS = np.logspace(-4, 0, 9)  # the alpha grid nlb_tools searches for the velocity decoder
+# The four scores of a run (see mini_decoders.run.Run.evaluate), how tables label them, and how the
+# metric a model is judged on is scored.
+METRICS = ("co_bps", "fp_bps", "vel_r2", "psth_r2")
+METRIC_LABELS = {"co_bps": "co-bps (bits/spike)", "fp_bps": "fp-bps (bits/spike)", "vel_r2": "velocity R²",
+                 "psth_r2": "PSTH R²"}
+SCORED_BY = {"co_bps": "NLB bits/spike (held-out neurons)", "vel_r2": "R² (hand velocity)"}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ import mini_decoders
 from mini_decoders.data.binning import DEFAULT_BIN_SIZE, BinnedTrials, bin_intervals, bin_trials
 from mini_decoders.data.session import Session
 from mini_decoders.errors import DataError, RunError
-from mini_decoders.files import LOCK_NAME, FolderLock, replacing
+from mini_decoders.files import LOCK_NAME, FolderLock, json_default, replacing, write_json_atomic
 from mini_decoders.metrics import (bits_per_spike, psth_r2_from_spikes, r2_score,
                                    velocity_r2_from_rates)
 from mini_decoders.models.base import PREDICTION_KEYS, Decoder, SessionSpec
@@ -85,27 +85,6 @@ def as_sessions(sessions: SessionsLike) -> list[Session]:
         raise DataError(f"session ids must be unique, found {duplicates} more than once "
                         "(the NWB identifier names each session)")
     return loaded
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON to a temp file next to ``path``, then rename it over ``path``.
-
-    Raises:
-        RunError: ``path`` is a folder.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise RunError(f"{path} is a folder; expected the path of a .json file to write (e.g. {path / 'scores.json'})")
-    with replacing(path) as temp, open(temp, "w") as file:
-        json.dump(data, file, indent=2, default=_json_default)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -605,7 +584,7 @@ def _history_summary(history: dict) -> dict:
     elif records:
         summary["steps"] = len(records)
         summary["last"] = records[-1]
-    return json.loads(json.dumps(summary, default=_json_default))
+    return json.loads(json.dumps(summary, default=json_default))
 
 
 def _save_run_checkpoint(out: Path, net: Decoder) -> None:

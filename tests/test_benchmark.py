@@ -19,11 +19,14 @@ import time
 import numpy as np
 import pytest
 
-from mini_decoders.benchmark import (METRICS, BenchmarkSettings, PeakMemory, inference_cost, parse_models, run_benchmark,
-                                     scaling_exponent, steps_for_budget, steps_from_probes)
 from mini_decoders.errors import RunError
+from mini_decoders.experiments.benchmark import parse_models, run_benchmark
+from mini_decoders.experiments.budget import steps_for_budget, steps_from_probes
+from mini_decoders.experiments.cells import BenchmarkSettings
+from mini_decoders.experiments.cost import PeakMemory, inference_cost, scaling_exponent
+from mini_decoders.experiments.transfer import few_train_trials, parse_fractions, transfer_experiment
+from mini_decoders.metrics import METRICS
 from mini_decoders.models.registry import get_model
-from mini_decoders.transfer import few_train_trials, parse_fractions, transfer_experiment
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
@@ -366,7 +369,7 @@ def test_transfer_experiment_tiny_and_resumable(data, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("vq_r2, meets", [(0.76, True), (0.70, False)])
 def test_model_bars_judge_vq_at_its_issues_ratio_and_the_rest_at_beating(vq_r2, meets):
-    from mini_decoders.benchmark import BenchmarkSettings, build_table
+    from mini_decoders.experiments.benchmark import build_table
 
     def row(model, judged, score):
         return {"model": model, "status": "ok", "judged_on": judged, judged: score}

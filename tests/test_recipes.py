@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from mini_decoders.benchmark import cell_label, recipe_labels, split_label
+from mini_decoders.experiments.cells import cell_label, recipe_labels, split_label
 from mini_decoders.errors import RunError
 from mini_decoders.models.recipes import DEFAULT, PAPER, Departure, apply_recipe, check_departures, ladder, parse_recipe
 from mini_decoders.models.registry import MODELS, get_model

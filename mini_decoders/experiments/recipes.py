@@ -22,7 +22,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mini_decoders.benchmark import BASELINE_OF, JUDGED_ON, METRIC_LABELS, cell_label, row_label, run_benchmark
+from mini_decoders.experiments.benchmark import BASELINE_OF, JUDGED_ON, run_benchmark
+from mini_decoders.experiments.cells import cell_label, row_label
+from mini_decoders.metrics import METRIC_LABELS
 from mini_decoders.models.recipes import DEFAULT, PAPER
 from mini_decoders.models.registry import get_model
 
@@ -37,7 +39,7 @@ def run_ladder(models: str | list[str], data=None, profile: str | None = None, j
     inference-cost sweeps are left out: the ladder measures scores, not speed.
 
     Returns:
-        the benchmark table (see :func:`mini_decoders.benchmark.run_benchmark`).
+        the benchmark table (see :func:`mini_decoders.experiments.benchmark.run_benchmark`).
     """
     names = [m.strip() for m in (models.split(",") if isinstance(models, str) else models) if m.strip()]
     baselines = [BASELINE_OF[JUDGED_ON[m]] for m in names if JUDGED_ON.get(m) in BASELINE_OF]

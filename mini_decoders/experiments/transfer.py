@@ -18,20 +18,27 @@ MtM: co-bps), next to the classic baseline trained on the same trials (ridge, sm
 oracle (true rates, when the data is simulated).
 
 Every cell (a pretraining, an adaptation, a scratch run, a baseline) is one JSON file in
-``<work>/rows``, written atomically; a rerun skips the cells that are there.
+``<work>/rows``, written atomically; a rerun skips the cells that are there
+(:mod:`mini_decoders.experiments.cells`). The results are drawn by
+:func:`mini_decoders.experiments.report.plot_transfer`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
+
+from mini_decoders.errors import DataError, RunError
+from mini_decoders.experiments.budget import steps_for_budget
+from mini_decoders.experiments.cells import Cells, digest, error_row, file_stamp
+from mini_decoders.experiments.oracle import oracle_row
+from mini_decoders.models.registry import get_model
+from mini_decoders.run import as_sessions, load_run, train
+from mini_decoders.training.profiles import config_for, resolve_profile
 
 # model -> (finetune mode, the metric it is judged on, what the adaptation learns)
 ADAPTATIONS = {
@@ -59,8 +66,6 @@ def few_train_trials(session, fraction: float, seed: int = 0):
     Raises:
         RunError: ``fraction`` is not in (0, 1].
     """
-    from mini_decoders.errors import DataError, RunError
-
     if not 0 < float(fraction) <= 1:
         raise RunError(f"transfer: a fraction of train trials must be in (0, 1], got {fraction}")
     split = np.asarray(session.trials.split)
@@ -75,8 +80,6 @@ def few_train_trials(session, fraction: float, seed: int = 0):
 
 def parse_counts(text: str | Sequence[int]) -> tuple[int, ...]:
     """``"1,3"`` -> (1, 3); each >= 1."""
-    from mini_decoders.errors import RunError
-
     try:
         values = tuple(int(v) for v in (text.split(",") if isinstance(text, str) else text) if str(v).strip())
     except ValueError:
@@ -88,8 +91,6 @@ def parse_counts(text: str | Sequence[int]) -> tuple[int, ...]:
 
 def parse_fractions(text: str | Sequence[float]) -> tuple[float, ...]:
     """``"0.1,0.3,1"`` -> (0.1, 0.3, 1.0); each in (0, 1]."""
-    from mini_decoders.errors import RunError
-
     try:
         values = tuple(float(v) for v in (text.split(",") if isinstance(text, str) else text) if str(v).strip())
     except ValueError:
@@ -102,7 +103,7 @@ def parse_fractions(text: str | Sequence[float]) -> tuple[float, ...]:
 # ================================================================================================
 # Cells
 
-class _Cells:
+class _Cells(Cells):
     """The cells of one experiment: one JSON row and one RUN folder each.
 
     A cell's key hashes the experiment's settings and the recipe of the one model it trains, so
@@ -110,55 +111,29 @@ class _Cells:
     """
 
     def __init__(self, work: Path, stamp: dict, profile: str, log: Callable[[str], None]):
-        self.work, self.stamp, self.profile, self.log = work, stamp, profile, log
-        (work / "rows").mkdir(parents=True, exist_ok=True)
+        super().__init__(work)
+        self.stamp, self.profile, self.log = stamp, profile, log
+        (self.work / "rows").mkdir(parents=True, exist_ok=True)
 
     def key(self, model: str) -> str:
-        from mini_decoders.models.registry import get_model
-        from mini_decoders.training.profiles import config_for
-
         recipe = config_for(get_model(model).CONFIGS, self.profile)
-        stamp = {**self.stamp, "model": model, "recipe": recipe}
-        return hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-    def row_path(self, name: str) -> Path:
-        return self.work / "rows" / f"{name}.json"
-
-    def run_dir(self, name: str) -> Path:
-        return self.work / "runs" / name
+        return digest({**self.stamp, "model": model, "recipe": recipe})
 
     def get(self, name: str, model: str, compute: Callable[[], dict]) -> dict:
         """The saved row ``name`` if it was made with ``model``'s key and succeeded, else ``compute()`` saved."""
-        from mini_decoders.run import write_json_atomic
-
         key = self.key(model)
-        try:
-            row = json.loads(self.row_path(name).read_text())
-            if row.get("key") == key and row.get("status") == "ok":
-                return row
-        except (OSError, ValueError):
-            pass
+        row = self.done(name, key)
+        if row is not None:
+            return row
         self.log(f"  transfer: {name}")
         started = time.perf_counter()
-        try:
-            row = {"status": "ok", **compute()}
-        except KeyboardInterrupt:
-            raise
-        except Exception as error:
-            row = {"status": "error", "error": f"{type(error).__name__}: {error}",
-                   "detail": "\n".join(traceback.format_exc().strip().splitlines()[-10:])}
-            self.log(f"    error: {row['error']}"[:400])
-        row.update(name=name, key=key, wall_seconds=time.perf_counter() - started)
-        write_json_atomic(self.row_path(name), row)
-        return row
 
-    def fresh_run_dir(self, name: str) -> Path:
-        """The RUN folder of a cell, emptied (a cell being computed has no finished row)."""
-        folder = self.run_dir(name)
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        return folder
+        def failed(error: str, detail: str) -> dict:
+            self.log(f"    error: {error}"[:400])
+            return {**error_row(error, detail), "name": name, "wall_seconds": time.perf_counter() - started}
+
+        return self.compute(name, key, lambda: {"status": "ok", **compute(), "name": name,
+                                                "wall_seconds": time.perf_counter() - started}, failed)
 
 
 def _score(metrics: dict, metric: str) -> float | None:
@@ -207,14 +182,6 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
         "baselines": {name: [...]}, "oracle": {...} | None, "errors": [...], "seconds"}``; each
         point holds ``n_sessions`` / ``fraction`` / ``n_train_trials`` / ``score`` / ``seconds``.
     """
-    import torch
-
-    from mini_decoders.benchmark import _file_stamp, oracle_row, steps_for_budget
-    from mini_decoders.errors import RunError
-    from mini_decoders.models.registry import get_model
-    from mini_decoders.run import as_sessions, load_run, train
-    from mini_decoders.training.profiles import config_for, resolve_profile
-
     say = log or (lambda message: None)
     if work is None:
         raise RunError("transfer_experiment: give `work`, the folder that keeps its runs and rows")
@@ -238,7 +205,7 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
 
     sessions = as_sessions(paths)
     pool, new = sessions[:-1], sessions[-1]
-    stamp = {"files": [_file_stamp(p) for p in paths], "profile": profile, "seed": seed, "device": device,
+    stamp = {"files": [file_stamp(p) for p in paths], "profile": profile, "seed": seed, "device": device,
              "pretrain_steps": pretrain_steps, "budget_seconds": budget_seconds, "finetune_steps": finetune_steps,
              "scratch_steps": scratch_steps}
     cells = _Cells(work, stamp, profile, say)  # each cell's key adds its model's recipe
@@ -252,6 +219,23 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
                               "pretrain_counts": counts, "fractions": list(fractions),
                               "n_train_trials": [n_train[f] for f in fractions],
                               "models": {}, "baselines": {}, "errors": []}
+
+    def cell(name: str, model: str, compute: Callable[[], dict]) -> dict | None:
+        """The cell's row (reused or computed), or None when it failed (the error is recorded)."""
+        row = cells.get(name, model, compute)
+        if row["status"] != "ok":
+            result["errors"].append({"cell": name, "error": row["error"]})
+            return None
+        return row
+
+    def trained_on_few(model: str, fraction: float, name: str, metric: str, **options) -> Callable[[], dict]:
+        """A cell that trains ``model`` on the new session's ``fraction`` of train trials alone."""
+        def compute() -> dict:
+            run = train(model, [few[fraction]], profile=profile, out=cells.fresh_run_dir(name), seed=seed, **options)
+            return {"score": _score(run.metrics, metric), "all_scores": run.metrics.get("mean", {}),
+                    "seconds": run.metrics.get("training", {}).get("train_seconds")}
+        return compute
+
     for model in models:
         mode, metric, adaptation = ADAPTATIONS[model]
         recipe = config_for(get_model(model).CONFIGS, profile)
@@ -263,12 +247,11 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
             if pretrain_steps is not None:
                 return {"steps": int(pretrain_steps)}
             if budget_seconds is None:
-                return {"steps": int(config_for(get_model(model).CONFIGS, profile)["max_steps"])}
+                return {"steps": int(recipe["max_steps"])}
             return steps_for_budget(model, pool[:max(counts)], profile, float(budget_seconds), seed=seed, device=device)
 
-        budget = cells.get(f"{model}__budget", model, budget_cell)
-        if budget["status"] != "ok":
-            result["errors"].append({"cell": budget["name"], "error": budget["error"]})
+        budget = cell(f"{model}__budget", model, budget_cell)
+        if budget is None:
             continue
         steps = int(budget["steps"])
         tune_steps = int(finetune_steps if finetune_steps is not None else recipe.get("finetune_steps", steps))
@@ -283,44 +266,33 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
                 return {"model": model, "n_sessions": n, "sessions": [s.id for s in pool[:n]],
                         "score_on_pool": _score(run.metrics, metric), **_trained(run), "run": str(run.path)}
 
-            pre = cells.get(name, model, pretrain_cell)
-            if pre["status"] != "ok":
-                result["errors"].append({"cell": name, "error": pre["error"]})
+            pre = cell(name, model, pretrain_cell)
+            if pre is None:
                 continue
             entry["pretrain"].append({k: pre.get(k) for k in ("n_sessions", "score_on_pool", "train_seconds",
                                                                 "samples_per_second", "steps")})
             for fraction in fractions:
-                cell = f"{model}__adapt__N{n}__k{fraction:g}"
+                name = f"{model}__adapt__N{n}__k{fraction:g}"
 
-                def adapt_cell(fraction=fraction, cell=cell, pre=pre) -> dict:
-                    source = load_run(pre["run"])
-                    out = cells.fresh_run_dir(cell)
-                    adapted = source.finetune([few[fraction]], mode=mode, out=out, profile=profile,
-                                              max_steps=tune_steps, seed=seed, progress=progress)
+                def adapt_cell(fraction=fraction, name=name, pre=pre) -> dict:
+                    adapted = load_run(pre["run"]).finetune([few[fraction]], mode=mode, out=cells.fresh_run_dir(name),
+                                                            profile=profile, max_steps=tune_steps, seed=seed,
+                                                            progress=progress)
                     return {"score": _score(adapted.metrics, metric), "all_scores": adapted.metrics.get("mean", {}),
                             "seconds": adapted.metrics.get("training", {}).get("train_seconds"), "steps": tune_steps}
 
-                row = cells.get(cell, model, adapt_cell)
-                if row["status"] != "ok":
-                    result["errors"].append({"cell": cell, "error": row["error"]})
-                    continue
-                entry["adapted"].append({"n_sessions": n, "fraction": fraction, "n_train_trials": n_train[fraction],
-                                         "score": row["score"], "seconds": row["seconds"], "steps": row["steps"]})
+                row = cell(name, model, adapt_cell)
+                if row is not None:
+                    entry["adapted"].append({"n_sessions": n, "fraction": fraction, "n_train_trials": n_train[fraction],
+                                             "score": row["score"], "seconds": row["seconds"], "steps": row["steps"]})
         for fraction in fractions:
-            cell = f"{model}__scratch__k{fraction:g}"
-
-            def scratch_cell(fraction=fraction, cell=cell, model=model) -> dict:
-                run = train(model, [few[fraction]], profile=profile, out=cells.fresh_run_dir(cell), device=device,
-                            max_steps=from_scratch_steps, seed=seed, progress=progress)
-                return {"score": _score(run.metrics, metric), "all_scores": run.metrics.get("mean", {}),
-                        "seconds": run.metrics.get("training", {}).get("train_seconds"), "steps": from_scratch_steps}
-
-            row = cells.get(cell, model, scratch_cell)
-            if row["status"] != "ok":
-                result["errors"].append({"cell": cell, "error": row["error"]})
-                continue
-            entry["scratch"].append({"fraction": fraction, "n_train_trials": n_train[fraction], "score": row["score"],
-                                     "seconds": row["seconds"], "steps": row["steps"]})
+            name = f"{model}__scratch__k{fraction:g}"
+            scratch = trained_on_few(model, fraction, name, metric, device=device, max_steps=from_scratch_steps,
+                                     progress=progress)
+            row = cell(name, model, lambda scratch=scratch: {**scratch(), "steps": from_scratch_steps})
+            if row is not None:
+                entry["scratch"].append({"fraction": fraction, "n_train_trials": n_train[fraction],
+                                         "score": row["score"], "seconds": row["seconds"], "steps": row["steps"]})
 
     metrics_needed = sorted({ADAPTATIONS[m][1] for m in models})
     if baselines:
@@ -328,120 +300,13 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
             baseline = BASELINE_OF[metric]
             points = []
             for fraction in fractions:
-                cell = f"{baseline}__baseline__k{fraction:g}"
-
-                def baseline_cell(fraction=fraction, cell=cell, baseline=baseline, metric=metric) -> dict:
-                    run = train(baseline, [few[fraction]], profile=profile, out=cells.fresh_run_dir(cell),
-                                seed=seed, progress=False)
-                    return {"score": _score(run.metrics, metric), "all_scores": run.metrics.get("mean", {}),
-                            "seconds": run.metrics.get("training", {}).get("train_seconds")}
-
-                row = cells.get(cell, baseline, baseline_cell)
-                if row["status"] != "ok":
-                    result["errors"].append({"cell": cell, "error": row["error"]})
-                    continue
-                points.append({"fraction": fraction, "n_train_trials": n_train[fraction], "score": row["score"],
-                               "seconds": row["seconds"]})
+                name = f"{baseline}__baseline__k{fraction:g}"
+                row = cell(name, baseline, trained_on_few(baseline, fraction, name, metric, progress=False))
+                if row is not None:
+                    points.append({"fraction": fraction, "n_train_trials": n_train[fraction], "score": row["score"],
+                                   "seconds": row["seconds"]})
             result["baselines"][baseline] = {"metric": metric, "points": points}
     oracle = oracle_row([paths[-1]], [new])
     result["oracle"] = None if oracle is None else {m: oracle.get(m) for m in metrics_needed}
     result["seconds"] = time.perf_counter() - started
     return result
-
-
-# ================================================================================================
-# Text and pictures
-
-def format_transfer(result: dict) -> str:
-    """The transfer results as text: one line per (model, N), scores at each k, then scratch and baselines."""
-    fractions = result["fractions"]
-    head = f"{'':>22}" + "".join(f"{f'k={f:.0%}':>10}" for f in fractions)
-    lines = [f"transfer to {result['new_session']!r} (train trials at each k: {result['n_train_trials']})", head]
-
-    def line(label: str, points: list[dict]) -> str:
-        by_fraction = {float(p["fraction"]): p.get("score") for p in points}
-        cells = [by_fraction.get(float(f)) for f in fractions]
-        return f"{label:>22}" + "".join(f"{'-' if v is None else format(v, '.3f'):>10}" for v in cells)
-
-    for model, entry in result["models"].items():
-        for n in result["pretrain_counts"]:
-            lines.append(line(f"{model} pretrained N={n}", [p for p in entry["adapted"] if p["n_sessions"] == n]))
-        lines.append(line(f"{model} from scratch", entry["scratch"]))
-        lines.append(f"{'':>22}({entry['metric']}, {entry['adaptation']})")
-    for name, baseline in result.get("baselines", {}).items():
-        lines.append(line(f"{name} (baseline)", baseline["points"]))
-    if result.get("oracle"):
-        lines.append("oracle: " + ", ".join(f"{k} {v:.3f}" for k, v in result["oracle"].items() if v is not None))
-    for error in result.get("errors", []):
-        lines.append(f"error in {error['cell']}: {error['error']}"[:300])
-    return "\n".join(lines)
-
-
-def plot_transfer(result: dict, path: str | Path | None = None, axes=None):
-    """Accuracy against k (left) and against N (right), one row per model, with scratch, baseline, oracle.
-
-    Returns:
-        The figure.
-    """
-    import matplotlib.pyplot as plt
-
-    from mini_decoders.benchmark import METRIC_LABELS
-    from mini_decoders.viz_scores import ORACLE_STYLE
-
-    models = list(result["models"])
-    if axes is None:
-        fig, axes = plt.subplots(max(1, len(models)), 2, figsize=(11, 3.4 * max(1, len(models))), squeeze=False)
-    else:
-        axes = np.asarray(axes).reshape(-1, 2)
-        fig = axes[0, 0].figure
-    oracle = result.get("oracle") or {}
-    for (ax_k, ax_n), model in zip(axes, models):
-        entry = result["models"][model]
-        metric = entry["metric"]
-        for i, n in enumerate(result["pretrain_counts"]):
-            points = sorted((p["fraction"], p["score"]) for p in entry["adapted"]
-                            if p["n_sessions"] == n and p["score"] is not None)
-            if points:
-                x, y = zip(*points)
-                ax_k.plot(np.array(x) * 100, y, marker="o", color=f"C{i}", label=f"pretrained on {n} session(s)")
-        scratch = sorted((p["fraction"], p["score"]) for p in entry["scratch"] if p["score"] is not None)
-        if scratch:
-            x, y = zip(*scratch)
-            ax_k.plot(np.array(x) * 100, y, marker="s", color="0.45", linestyle=":", label="from scratch")
-        baseline_name = BASELINE_OF[metric]
-        baseline = result.get("baselines", {}).get(baseline_name)
-        if baseline:
-            points = sorted((p["fraction"], p["score"]) for p in baseline["points"] if p["score"] is not None)
-            if points:
-                x, y = zip(*points)
-                ax_k.plot(np.array(x) * 100, y, marker="^", color="C7", linestyle="-.", label=f"{baseline_name} (classic)")
-        for ax in (ax_k, ax_n):
-            if oracle.get(metric) is not None:
-                ax.axhline(oracle[metric], label=f"oracle ({oracle[metric]:.3f})", **ORACLE_STYLE)
-            ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-        ax_k.set_xscale("log")
-        ax_k.set_xticks([f * 100 for f in result["fractions"]], [f"{f:.0%}" for f in result["fractions"]])
-        ax_k.minorticks_off()
-        ax_k.set_xlabel("k: share of the new session's train trials (log scale)")
-        ax_k.set_title(f"{model}: {entry['adaptation']}", fontsize=9)
-        ax_k.legend(frameon=False, fontsize=7)
-        for j, fraction in enumerate(result["fractions"]):
-            points = sorted((p["n_sessions"], p["score"]) for p in entry["adapted"]
-                            if float(p["fraction"]) == float(fraction) and p["score"] is not None)
-            if points:
-                x, y = zip(*points)
-                ax_n.plot(x, y, marker="o", color=f"C{j + 3}", label=f"k = {fraction:.0%}")
-        ax_n.set_xlabel("N: pretraining sessions")
-        ax_n.set_xticks(result["pretrain_counts"])
-        ax_n.set_title(f"{model}: more pretraining sessions", fontsize=9)
-        ax_n.legend(frameon=False, fontsize=7)
-    fig.tight_layout()
-    if path is not None:
-        import os
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.tmp{path.suffix}")
-        fig.savefig(temp, dpi=120)
-        os.replace(temp, path)
-    return fig
