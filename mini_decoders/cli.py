@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from mini_decoders.errors import MiniDecodersError  # no dependencies: safe to import before main's try
+from mini_decoders.models.registry import MODELS  # names only: no model (and no torch) is imported
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -193,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_data_info)
 
     train = sub.add_parser("train", help="train a model")
-    train.add_argument("model", help="ridge, gru, smoothing, ndt1, ndt2, mtm, poyo or vq")
+    train.add_argument("model", help=f"{', '.join(list(MODELS)[:-1])} or {list(MODELS)[-1]}")
     train.add_argument("--data", nargs="+", required=True, help="NWB files")
     train.add_argument("--profile", default=None, help="tiny | quick | full | auto (default: $MINI_DECODERS_PROFILE or auto)")
     train.add_argument("--out", default=None, help="RUN folder (default runs/<model>)")
@@ -235,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("benchmark", help="every model on the same data, budget and seeds: one JSON table")
     bench.add_argument("--models", default=None,
-                       help="comma-separated (default: ridge,gru,smoothing,ndt1,ndt2,mtm,poyo,vq)")
+                       help=f"comma-separated (default: {','.join(MODELS)})")
     bench.add_argument("--data", nargs="+", default=None,
                        help="NWB files (default: simulated sessions written to the work folder)")
     bench.add_argument("--profile", default=None, help="tiny | quick | full | auto (default: $MINI_DECODERS_PROFILE or auto)")

@@ -39,7 +39,7 @@ from mini_decoders.files import LOCK_NAME, FolderLock, json_default, replacing, 
 from mini_decoders.metrics import (bits_per_spike, psth_r2_from_spikes, r2_score,
                                    velocity_r2_from_rates)
 from mini_decoders.models.base import PREDICTION_KEYS, Decoder, SessionSpec
-from mini_decoders.models.registry import get_model
+from mini_decoders.models.registry import adaptable_models, get_model
 from mini_decoders.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from mini_decoders.training.profiles import resolve_profile
 
@@ -226,8 +226,8 @@ class Run:
 
         if mode not in ("units", "full"):
             raise RunError(f"finetune mode must be 'units' or 'full', got {mode!r}")
-        if not callable(getattr(self.model, "finetune", None)):
-            able = [name for name in ("ndt2", "poyo", "mtm") if callable(getattr(_model_class_or_none(name), "finetune", None))]
+        if not self.model.ADAPTS:
+            able = adaptable_models()
             raise RunError(f"a {self.model.name!r} run cannot be fine-tuned to new units (it has no shared weights to "
                            f"keep); train it on the new data instead. Models that adapt: {', '.join(able) or 'none yet'}")
         sessions = as_sessions(sessions)
@@ -566,13 +566,6 @@ def _remove_quietly(folder: Path) -> None:
         folder.rmdir()
     except OSError:
         pass
-
-
-def _model_class_or_none(name: str):
-    try:
-        return get_model(name)
-    except RunError:
-        return None
 
 
 def _history_summary(history: dict) -> dict:

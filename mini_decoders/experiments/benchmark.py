@@ -12,8 +12,8 @@ What one *row* (one model) holds, all measured in the same way for every model:
 - scores on the test trials (mean over sessions, and per session): ``co_bps`` (held-out neurons,
   NLB bits/spike), ``fp_bps`` (models that forecast), ``vel_r2`` (decoders: direct; rate models:
   NLB's ridge from rates), ``psth_r2``; each model is *judged* on one of them, against the classic
-  baseline of that metric (:data:`JUDGED_ON`, :data:`BASELINE_OF`): rate models by bits/spike
-  against NLB's smoothing, decoders by R² against the Wiener filter (``ridge``);
+  baseline of that metric (each model class says which: ``JUDGED_ON``, ``BASELINE``): rate models
+  by bits/spike against NLB's smoothing, decoders by R² against the Wiener filter (``ridge``);
 - ``params``, ``train_seconds``, ``steps`` (the budget it got), ``samples_per_second``,
   ``peak_memory_mb`` (CUDA ``max_memory_allocated`` on a GPU; on a CPU the growth of the
   process's peak resident set during the row, which Linux lets us reset per row);
@@ -65,26 +65,14 @@ from mini_decoders.experiments.report import plot_benchmark, plot_transfer
 from mini_decoders.experiments.transfer import transfer_experiment
 from mini_decoders.files import write_json_atomic
 from mini_decoders.metrics import METRICS, SCORED_BY
-from mini_decoders.models.registry import get_model
+from mini_decoders.models.registry import MODELS, adaptable_models, classic_baseline, get_model
 from mini_decoders.run import as_sessions, load_run, train
 from mini_decoders.training.profiles import resolve_profile
 from mini_decoders.training.trainer import select_device
 
-MODELS = ("ridge", "gru", "smoothing", "ndt1", "ndt2", "mtm", "poyo", "vq")
-CLASSIC = ("ridge", "gru", "smoothing")
-ADAPTABLE = ("poyo", "ndt2", "mtm")  # models with a recipe for new units (see mini_decoders.experiments.transfer)
-# The metric each model is judged on (its model issue's acceptance), and the classic baseline of
-# each metric: NLB's smoothing for bits/spike, the Wiener filter for velocity R².
-JUDGED_ON = {"ridge": "vel_r2", "gru": "vel_r2", "smoothing": "co_bps", "ndt1": "co_bps", "ndt2": "co_bps",
-             "mtm": "co_bps", "poyo": "vel_r2", "vq": "vel_r2"}
-BASELINE_OF = {"co_bps": "smoothing", "vel_r2": "ridge"}
-# The bar each model's own issue sets, as a ratio to its baseline: "beat" it (> 1) unless said
-# otherwise. VQ decodes from codes that keep 1/20 of the bits of the counts the Wiener filter
-# reads; its issue asks for 0.9x the Wiener filter's R², not more.
-MODEL_BAR = {"vq": 0.9}
-TOKENS = {"ridge": "160 ms of counts (no token)", "gru": "one bin (recurrent)", "smoothing": "smoothed counts (no token)",
-          "ndt1": "time bin", "ndt2": "bin x neuron patch", "mtm": "time bin + task prompt", "poyo": "spike",
-          "vq": "learned code"}
+# The classic baseline of each judged metric (NLB's smoothing for bits/spike, the Wiener filter for
+# velocity R²), as the models' own BASELINE says.
+BASELINE_OF = {metric: classic_baseline(metric) for metric in SCORED_BY}
 
 # Per profile: the training budget and the size of the cost sweeps.
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -161,9 +149,9 @@ def model_row(label: str, settings: BenchmarkSettings, *, progress: bool = False
                           units=settings.cost_units, n_windows=settings.cost_windows, repeats=settings.cost_repeats,
                           seed=settings.seed, build_config=model_class.recipe_config(settings.profile, recipe))
     training = run.metrics.get("training", {})
-    judged = JUDGED_ON.get(model) or ("co_bps" if "rates" in net.predicts else "vel_r2")
+    judged = model_class.JUDGED_ON or ("co_bps" if "rates" in net.predicts else "vel_r2")
     row = {"model": model, "recipe": run.config.get("recipe", "default"), "label": label, "status": "ok",
-           "token": TOKENS.get(model, ""), "predicts": sorted(net.predicts),
+           "token": model_class.TOKEN, "predicts": sorted(net.predicts),
            "judged_on": judged, "scored_by": SCORED_BY[judged], **{m: scores["mean"].get(m) for m in METRICS},
            "extra_scores": {k: v for k, v in scores["mean"].items() if k not in METRICS},
            "sessions": scores["sessions"], "params": int(scores["params"]),
@@ -179,9 +167,19 @@ def model_row(label: str, settings: BenchmarkSettings, *, progress: bool = False
 def error_row(label: str, error: str, detail: str = "", key: str = "") -> dict:
     """A row for a cell that could not be imported, trained or scored: no scores, the reason."""
     model, recipe = split_label(label)
+    model_class = _model_class_or_none(model)
     return {"model": model, "recipe": recipe, "label": label, "status": "error", "error": error, "detail": detail,
-            "token": TOKENS.get(model, ""), "judged_on": JUDGED_ON.get(model), **{m: None for m in METRICS},
+            "token": model_class.TOKEN if model_class else "",
+            "judged_on": model_class.JUDGED_ON or None if model_class else None, **{m: None for m in METRICS},
             "key": key}
+
+
+def _model_class_or_none(model: str):
+    """The class of ``model``, or None when it cannot be imported (an error row says why)."""
+    try:
+        return get_model(model)
+    except (RunError, ImportError):
+        return None
 
 
 # ================================================================================================
@@ -368,13 +366,13 @@ def run_benchmark(data: Sequence[str | Path] | None = None, models: str | Sequen
     if transfer:
         options = dict(transfer) if isinstance(transfer, dict) else {}
         options.pop("only", None)
-        options.setdefault("models", [m for m in names if m in ADAPTABLE])
+        options.setdefault("models", [m for m in names if get_model(m).ADAPTS])
         if options["models"]:
             table["transfer"] = transfer_experiment(settings.data, profile=settings.profile, work=work / "transfer",
                                                     seed=seed, device=device, threads=threads, progress=False,
                                                     log=log, **options)
         else:
-            say(f"transfer: skipped, none of {names} adapts to new sessions (those that do: {', '.join(ADAPTABLE)})")
+            say(f"transfer: skipped, none of {names} adapts to new sessions (those that do: {', '.join(adaptable_models())})")
     if json_path is not None:
         json_path = Path(json_path)
         json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -407,10 +405,11 @@ def build_table(rows: list[dict], oracle: dict | None, settings: BenchmarkSettin
     by_name = {row_label(row): row for row in rows}
     for row in rows:
         judged = row.get("judged_on")
-        baseline = BASELINE_OF.get(judged) if judged else None
-        row["baseline"] = baseline if baseline != row["model"] else None
+        model_class = _model_class_or_none(row["model"])
+        baseline = model_class.BASELINE if judged and model_class else None
+        row["baseline"] = baseline
         row["baseline_score"] = row["ratio_to_baseline"] = row["beats_baseline"] = row["meets_model_bar"] = None
-        row["model_bar"] = MODEL_BAR.get(row["model"], 1.0) if row["baseline"] else None
+        row["model_bar"] = model_class.MODEL_BAR if baseline else None
         base = by_name.get(baseline) if row["baseline"] else None
         if base is not None and base.get(judged) is not None and row.get(judged) is not None:
             row["baseline_score"] = base[judged]
@@ -421,7 +420,7 @@ def build_table(rows: list[dict], oracle: dict | None, settings: BenchmarkSettin
         if oracle is not None and judged and oracle.get(judged) is not None and row.get(judged) is not None:
             row["fraction_of_oracle"] = row[judged] / oracle[judged] if oracle[judged] > 0 else None
     ok = [row for row in rows if row.get("status") == "ok"]
-    transformers = [row for row in ok if row["model"] not in CLASSIC]
+    transformers = [row for row in ok if not get_model(row["model"]).CLASSIC]
     summary = {
         "models": [row_label(row) for row in rows],
         "failed": {row_label(row): row.get("error") for row in rows if row.get("status") != "ok"},

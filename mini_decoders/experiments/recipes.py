@@ -22,11 +22,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mini_decoders.experiments.benchmark import BASELINE_OF, JUDGED_ON, run_benchmark
+from mini_decoders.experiments.benchmark import run_benchmark
 from mini_decoders.experiments.cells import cell_label, row_label
 from mini_decoders.metrics import METRIC_LABELS
 from mini_decoders.models.recipes import DEFAULT, PAPER
-from mini_decoders.models.registry import get_model
+from mini_decoders.models.registry import classic_baseline, get_model
 
 LADDER_ENV = "MINI_DECODERS_LADDER_JSON"
 
@@ -42,8 +42,8 @@ def run_ladder(models: str | list[str], data=None, profile: str | None = None, j
         the benchmark table (see :func:`mini_decoders.experiments.benchmark.run_benchmark`).
     """
     names = [m.strip() for m in (models.split(",") if isinstance(models, str) else models) if m.strip()]
-    baselines = [BASELINE_OF[JUDGED_ON[m]] for m in names if JUDGED_ON.get(m) in BASELINE_OF]
-    names = list(dict.fromkeys(baselines + names))
+    baselines = [classic_baseline(get_model(m).JUDGED_ON) for m in names]
+    names = list(dict.fromkeys([b for b in baselines if b] + names))
     return run_benchmark(data, names, profile, json_path, work=work, seed=seed, budget_seconds=0, threads=threads,
                          isolate=isolate, costs=False, ladder=True, log=log)
 
@@ -65,7 +65,7 @@ def ladder_effects(table: dict, model: str) -> dict[str, Any] | None:
         where a row is missing or failed); None when the table has no row of ``model``'s paper recipe.
     """
     model_class = get_model(model)
-    metric = JUDGED_ON.get(model, "co_bps")
+    metric = model_class.JUDGED_ON or "co_bps"
     rows = {row_label(row): row for row in table.get("rows", []) if row.get("status") == "ok"}
 
     def score(label: str) -> float | None:
@@ -80,7 +80,7 @@ def ladder_effects(table: dict, model: str) -> dict[str, Any] | None:
         value = score(cell_label(model, f"{PAPER}+{departure.key}"))
         changes[departure.key] = {"score": value,
                                   "effect": None if value is None or paper is None else value - paper}
-    baseline = BASELINE_OF.get(metric)
+    baseline = classic_baseline(metric)
     oracle = table.get("oracle") or {}
     return {"metric": metric, "paper": paper, "default": score(cell_label(model, DEFAULT)),
             "baseline": score(baseline) if baseline else None, "baseline_name": baseline,
@@ -115,7 +115,7 @@ def departures_markdown(model: str, profile: str | None = None, table: dict | No
     profile = profile or (table or {}).get("profile") or "quick"
     paper, default = model_class.recipe_config(profile, PAPER), model_class.recipe_config(profile, DEFAULT)
     effects = ladder_effects(table, model) if table else None
-    metric = JUDGED_ON.get(model, "co_bps")
+    metric = model_class.JUDGED_ON or "co_bps"
     label = METRIC_LABELS.get(metric, metric)
     lines = [f"| change | the paper | this book | config (paper → book, {profile}) | {label}: paper + this change − paper |",
              "|---|---|---|---|---|"]

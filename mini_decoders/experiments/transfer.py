@@ -36,17 +36,12 @@ from mini_decoders.errors import DataError, RunError
 from mini_decoders.experiments.budget import steps_for_budget
 from mini_decoders.experiments.cells import Cells, digest, error_row, file_stamp
 from mini_decoders.experiments.oracle import oracle_row
-from mini_decoders.models.registry import get_model
+from mini_decoders.models.registry import adaptable_models, get_model
 from mini_decoders.run import as_sessions, load_run, train
 from mini_decoders.training.profiles import config_for, resolve_profile
 
-# model -> (finetune mode, the metric it is judged on, what the adaptation learns)
-ADAPTATIONS = {
-    "poyo": ("units", "vel_r2", "unit identification: new unit + session embeddings, the rest frozen"),
-    "ndt2": ("units", "co_bps", "context tuning: new session context tokens, the backbone frozen"),
-    "mtm": ("units", "co_bps", "a new stitcher: the session's read-in, read-out and token, the rest frozen"),
-}
-BASELINE_OF = {"co_bps": "smoothing", "vel_r2": "ridge"}
+# How every model adapts here: its own recipe for new units (the model class's ADAPTATION says what it learns).
+MODE = "units"
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "tiny": dict(pretrain_counts=(1, 2), fractions=(0.5, 1.0), budget_seconds=None),
     "quick": dict(pretrain_counts=(1, 3), fractions=(0.1, 0.3, 1.0), budget_seconds=150.0),
@@ -163,7 +158,7 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
     Args:
         data: NWB files; the **last** is the new session, the others the pretraining pool (in order:
             N sessions = the first N).
-        models: any of ``poyo``, ``ndt2``, ``mtm`` (default all three).
+        models: models that adapt to new units (their class's ``ADAPTS``; default: every one of them).
         pretrain_counts: the N values (default per profile; capped at the pool size).
         fractions: the k values as fractions of the new session's train trials (default per profile).
         profile: the recipe of every run.
@@ -191,10 +186,12 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
     paths = [str(Path(p).resolve()) for p in data]
     if len(paths) < 2:
         raise RunError(f"transfer needs at least 2 sessions (pretraining pool + the new one), got {len(paths)}")
-    models = [m for m in (models or ADAPTATIONS) if m]
-    unknown = [m for m in models if m not in ADAPTATIONS]
+    adaptable = adaptable_models()
+    models = [m for m in (models or adaptable) if m]
+    unknown = [m for m in models if m not in adaptable]
     if unknown:
-        raise RunError(f"transfer: model(s) {unknown} have no adaptation recipe; expected from {sorted(ADAPTATIONS)}")
+        raise RunError(f"transfer: model(s) {unknown} have no adaptation recipe; expected from {sorted(adaptable)}")
+    classes = {model: get_model(model) for model in models}
     pool_size = len(paths) - 1
     counts = sorted({min(n, pool_size) for n in parse_counts(pretrain_counts or defaults["pretrain_counts"])})
     fractions = parse_fractions(fractions or defaults["fractions"])
@@ -237,10 +234,10 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
         return compute
 
     for model in models:
-        mode, metric, adaptation = ADAPTATIONS[model]
-        recipe = config_for(get_model(model).CONFIGS, profile)
-        entry: dict[str, Any] = {"metric": metric, "mode": mode, "adaptation": adaptation, "pretrain": [],
-                                 "adapted": [], "scratch": []}
+        metric = classes[model].JUDGED_ON
+        recipe = config_for(classes[model].CONFIGS, profile)
+        entry: dict[str, Any] = {"metric": metric, "mode": MODE, "adaptation": classes[model].ADAPTATION,
+                                 "pretrain": [], "adapted": [], "scratch": []}
         result["models"][model] = entry
 
         def budget_cell(model=model) -> dict:
@@ -275,7 +272,7 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
                 name = f"{model}__adapt__N{n}__k{fraction:g}"
 
                 def adapt_cell(fraction=fraction, name=name, pre=pre) -> dict:
-                    adapted = load_run(pre["run"]).finetune([few[fraction]], mode=mode, out=cells.fresh_run_dir(name),
+                    adapted = load_run(pre["run"]).finetune([few[fraction]], mode=MODE, out=cells.fresh_run_dir(name),
                                                             profile=profile, max_steps=tune_steps, seed=seed,
                                                             progress=progress)
                     return {"score": _score(adapted.metrics, metric), "all_scores": adapted.metrics.get("mean", {}),
@@ -294,10 +291,11 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
                 entry["scratch"].append({"fraction": fraction, "n_train_trials": n_train[fraction],
                                          "score": row["score"], "seconds": row["seconds"], "steps": row["steps"]})
 
-    metrics_needed = sorted({ADAPTATIONS[m][1] for m in models})
+    baseline_of = {model_class.JUDGED_ON: model_class.BASELINE for model_class in classes.values()}
+    metrics_needed = sorted(baseline_of)
     if baselines:
         for metric in metrics_needed:
-            baseline = BASELINE_OF[metric]
+            baseline = baseline_of[metric]
             points = []
             for fraction in fractions:
                 name = f"{baseline}__baseline__k{fraction:g}"

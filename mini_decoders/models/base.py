@@ -29,6 +29,7 @@ from mini_decoders.data.binning import BinnedTrials
 from mini_decoders.data.session import Session
 from mini_decoders.errors import RunError
 from mini_decoders.models.recipes import Departure, apply_recipe
+from mini_decoders.models.registry import adaptable_models
 from mini_decoders.training.profiles import config_for
 
 PREDICTION_KEYS = ("rates_heldin", "rates_heldout", "hand_vel")  # the datasets PRED.h5 may hold
@@ -96,6 +97,19 @@ class Decoder(nn.Module):
         DEPARTURES: the named changes that turn ``PAPER`` into the default recipe, each with
             its config keys (see :mod:`mini_decoders.models.recipes`).
 
+    What the model *is*, for the experiments that run models side by side (the registry,
+    :mod:`mini_decoders.models.registry`, only lists the names):
+        TOKEN: what one token is, in words (``"time bin"``, ``"spike"``).
+        JUDGED_ON: the metric its issue judges it on: ``"co_bps"`` (rate models) or ``"vel_r2"``
+            (decoders).
+        BASELINE: the classic model it must beat on ``JUDGED_ON`` (None for the classic baselines
+            of each metric themselves).
+        MODEL_BAR: the ratio to ``BASELINE``'s score its issue asks for (1.0: beat it).
+        CLASSIC: a classic decoder (no transformer), one of the baselines the book starts from.
+        ADAPTS: the ``finetune`` modes of a model that adapts to new units (``("units", "full")``);
+            ``()`` for a model with nothing shared to keep, which is retrained instead.
+        ADAPTATION: what ``finetune(mode="units")`` learns, in words.
+
     Args:
         specs: one :class:`SessionSpec` per training session.
         config: the model config (one of ``CONFIGS`` with overrides).
@@ -106,6 +120,13 @@ class Decoder(nn.Module):
     predicts: ClassVar[set[str]] = set()
     PAPER: ClassVar[dict[str, Any]] = {}
     DEPARTURES: ClassVar[tuple[Departure, ...]] = ()
+    TOKEN: ClassVar[str] = ""
+    JUDGED_ON: ClassVar[str] = ""
+    BASELINE: ClassVar[str | None] = None
+    MODEL_BAR: ClassVar[float] = 1.0
+    CLASSIC: ClassVar[bool] = False
+    ADAPTS: ClassVar[tuple[str, ...]] = ()
+    ADAPTATION: ClassVar[str] = ""
 
     def __init__(self, specs: list[SessionSpec], config: dict) -> None:
         super().__init__()
@@ -154,20 +175,11 @@ class Decoder(nn.Module):
         index = self.session_index.get(session.id)
         if index is None:
             index = next((i for i, spec in enumerate(self.specs) if spec.unit_ids == ids), None)
-        if callable(getattr(self, "finetune", None)):
-            how_to_adapt = ("To decode a new recording, adapt the run to its units first: "
-                            "`mini-decoders finetune RUN --data NEW.nwb --mode units` (unit identification: "
-                            "learn embeddings for the new units with the rest frozen) or `--mode full` "
-                            "(fine-tune everything); in Python, `run.finetune(...)`.")
-        else:  # nothing shared to keep: saying `finetune` would send the user to a refusal
-            how_to_adapt = (f"This {self.name} run cannot be adapted to new units: train one on the new recording "
-                            f"(`mini-decoders train {self.name} --data NEW.nwb`), or use a model that adapts "
-                            "(ndt2, poyo, mtm).")
         trained = ", ".join(repr(spec.id) for spec in self.specs)
         if index is None:
             raise RunError(f"this run was trained on other units (sessions {trained}); session {session.id!r} "
                            f"({session.source or 'in memory'}) is not one of them and its {len(ids)} units do "
-                           f"not match. {how_to_adapt}")
+                           f"not match. {self.how_to_adapt()}")
         spec = self.specs[index]
         if spec.unit_ids != ids:
             unseen = [u for u in ids if u not in set(spec.unit_ids)]
@@ -176,13 +188,26 @@ class Decoder(nn.Module):
                       f"{len(missing)} training units missing (e.g. {missing[:3]})" if missing else
                       "the same units in a different order")
             raise RunError(f"this run was trained on other units: session {session.id!r} has {len(ids)} units, "
-                           f"the run expects {len(spec.unit_ids)} ({detail}). {how_to_adapt}")
+                           f"the run expects {len(spec.unit_ids)} ({detail}). {self.how_to_adapt()}")
         heldout = [bool(h) for h in session.units.heldout]
         if heldout != spec.heldout:
             raise RunError(f"session {session.id!r}: the held-out units differ from training "
                            f"({sum(heldout)} held out now, {spec.n_heldout} in training); the model's input is the "
-                           f"held-in units, so the same units must be held out. {how_to_adapt}")
+                           f"held-in units, so the same units must be held out. {self.how_to_adapt()}")
         return index, spec
+
+    def how_to_adapt(self) -> str:
+        """What to do with a recording of other units: fine-tune this run, or (a model with nothing
+        shared to keep) train one on it."""
+        if self.ADAPTS:
+            return ("To decode a new recording, adapt the run to its units first: "
+                    "`mini-decoders finetune RUN --data NEW.nwb --mode units` (unit identification: "
+                    "learn embeddings for the new units with the rest frozen) or `--mode full` "
+                    "(fine-tune everything); in Python, `run.finetune(...)`.")
+        # nothing shared to keep: saying `finetune` would send the user to a refusal
+        return (f"This {self.name} run cannot be adapted to new units: train one on the new recording "
+                f"(`mini-decoders train {self.name} --data NEW.nwb`), or use a model that adapts "
+                f"({', '.join(adaptable_models())}).")
 
     # ------------------------------------------------------------------ what subclasses implement
     def fit(self, sessions: list[Session], config: dict, *, out_dir: Path, resume: bool = False,

@@ -141,6 +141,7 @@ class RidgeDecoder(Decoder):
 
     name = "ridge"
     predicts = {"hand_vel"}
+    TOKEN, JUDGED_ON, CLASSIC = "160 ms of counts (no token)", "vel_r2", True
     CONFIGS = {profile: dict(RIDGE_RECIPE) for profile in ("tiny", "quick", "full")}  # closed form: one recipe
 
     def __init__(self, specs: list[SessionSpec], config: dict) -> None:
@@ -297,6 +298,7 @@ class SmoothingModel(Decoder):
 
     name = "smoothing"
     predicts = {"rates"}
+    TOKEN, JUDGED_ON, CLASSIC = "smoothed counts (no token)", "co_bps", True
     CONFIGS = {
         "tiny": dict(bin_size=0.02, kern_sds=[0.05], alphas=[1e-3, 1e-2]),
         "quick": dict(bin_size=0.02, kern_sds=[0.03, 0.05, 0.08], alphas=[1e-4, 1e-3, 1e-2]),
@@ -404,6 +406,7 @@ class GRUDecoder(Decoder):
 
     name = "gru"
     predicts = {"hand_vel"}
+    TOKEN, JUDGED_ON, BASELINE, CLASSIC = "one bin (recurrent)", "vel_r2", "ridge", True
     CONFIGS = {
         "tiny": dict(GRU_COMMON, hidden_size=32, num_layers=1, dropout=0.0, max_steps=40, batch_size=16, lr=5e-3,
                      warmup_steps=5, val_every=20, early_stopping_patience=None),

@@ -106,6 +106,9 @@ class MtM(NDT1):
     """
 
     name = "mtm"
+    TOKEN = "time bin + task prompt"  # judged like NDT1: co-bps against smoothing
+    ADAPTS = ("units", "full")
+    ADAPTATION = "a new stitcher: the session's read-in, read-out and token, the rest frozen"
     CONFIGS = {profile: dict(config, **_MTM, finetune_steps=_FINETUNE_STEPS[profile])
                for profile, config in NDT1.CONFIGS.items()}
     # The paper's recipe. Beyond the paper's Fig. 1 (four schemes, alternated during training, a

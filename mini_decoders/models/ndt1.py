@@ -97,6 +97,7 @@ class NDT1(Decoder):
 
     name = "ndt1"
     predicts = {"rates"}
+    TOKEN, JUDGED_ON, BASELINE = "time bin", "co_bps", "smoothing"
     _TRAIN = dict(bin_size=0.02, transform="log1p", activation="gelu", max_bins=512, context_forward=None,
                   context_backward=None, mask_zero_ratio=1.0, mask_random_ratio=1.0, min_lr_ratio=0.05,
                   grad_clip=1.0, precision="auto", device="auto", log_every=10, checkpoint_every=None,

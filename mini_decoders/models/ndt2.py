@@ -129,6 +129,9 @@ class NDT2(Decoder):
 
     name = "ndt2"
     predicts = {"rates"}  # plus "hand_vel" once a behaviour head has been trained (see decodes_behavior)
+    TOKEN, JUDGED_ON, BASELINE = "bin x neuron patch", "co_bps", "smoothing"
+    ADAPTS = ("units", "full")
+    ADAPTATION = "context tuning: new session context tokens, the backbone frozen"
     CONFIGS = {
         "tiny": dict(_TRAIN, dim=32, neurons_per_token=16, layers=1, heads=2, ffn_mult=1, decoder_layers=1,
                      dropout=0.0, pre_norm=True, mask_ratio=0.5, heldout_skip=True, max_steps=12, batch_size=8, lr=2e-3,

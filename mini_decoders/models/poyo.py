@@ -106,6 +106,9 @@ class POYO(Decoder):
 
     name = "poyo"
     predicts = {"hand_vel"}
+    TOKEN, JUDGED_ON, BASELINE = "spike", "vel_r2", "ridge"
+    ADAPTS = ("units", "full")
+    ADAPTATION = "unit identification: new unit + session embeddings, the rest frozen"
     # Unit dropout: "fraction" keeps a uniform number of units >= unit_dropout_min x U per window;
     # "triangular" (the authors') draws the number kept from the unit_dropout_*_units density.
     _TRAIN = dict(bin_size=0.02, lag=0.0, window_length=1.0, latent_step=0.125, eval_step=0.5, jitter=0.25,
