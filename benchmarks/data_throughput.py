@@ -16,10 +16,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import tempfile
 import time
 from typing import Callable
 
@@ -28,6 +26,7 @@ import numpy as np
 from mini_decoders.data.batching import collate_spike_tokens, spike_windows
 from mini_decoders.data.binning import bin_session, bin_trials
 from mini_decoders.data.session import Session, Trials, Units
+from mini_decoders.files import write_json_atomic
 
 DURATION_S = 3600.0
 N_UNITS = 200
@@ -99,13 +98,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         report = {"session": {"spikes": session.n_spikes, "units": N_UNITS, "duration_s": DURATION_S},
                   "repeats": args.repeats, "machine": platform.platform(), "cpu_count": os.cpu_count(),
                   "results": results}
-        folder = os.path.dirname(os.path.abspath(args.json))
-        os.makedirs(folder, exist_ok=True)
-        # Atomic write: a reader never sees half a file.
-        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(handle, "w") as file:
-            json.dump(report, file, indent=2)
-        os.replace(temporary, args.json)
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        write_json_atomic(args.json, report)  # a reader never sees half a file
     return results
 
 

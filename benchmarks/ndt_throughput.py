@@ -16,8 +16,6 @@ added without touching the others (NDT2: add ``bench_ndt2`` and list it in ``BEN
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import resource
 import sys
 import time
@@ -25,6 +23,8 @@ from typing import Callable
 
 import torch
 
+from mini_decoders.experiments.report import save_figure
+from mini_decoders.files import write_json_atomic
 from mini_decoders.models.base import SessionSpec
 
 
@@ -121,9 +121,7 @@ def plot(results: list[dict], path: str) -> None:
     ax_speed.legend()
     fig.suptitle(f"training step, batch {results[0]['batch_size']}, {results[0]['device']}")
     fig.tight_layout()
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -153,10 +151,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"{model:6s} T={n_bins:4d}  {result['tokens_per_second']:10.0f} tokens/s  "
                   f"{result['step_seconds'] * 1e3:8.1f} ms/step  peak {result['peak_memory_mb']:8.1f} MB", flush=True)
     if args.json:
-        tmp = f"{args.json}.tmp{os.getpid()}"
-        with open(tmp, "w") as handle:
-            json.dump(results, handle, indent=2)
-        os.replace(tmp, args.json)
+        write_json_atomic(args.json, results)
     if args.plot:
         plot(results, args.plot)
     return results

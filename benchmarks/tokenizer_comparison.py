@@ -92,7 +92,7 @@ def velocity_scores(run, session, nlb_lag: float, rates_too: bool = False) -> di
     """Direct R² for decoders, NLB ridge-from-rates R² for rate models (and for VQ's rates with ``rates_too``)."""
     from mini_decoders.data.binning import bin_trials
     from mini_decoders.metrics import r2_score, velocity_r2_from_rates
-    from mini_decoders.run import all_unit_rates
+    from mini_decoders.scoring import all_unit_rates
 
     model = run.model
     scores = {}

@@ -32,22 +32,19 @@ import numpy as np
 import torch
 
 import mini_decoders
-from mini_decoders.data.binning import DEFAULT_BIN_SIZE, BinnedTrials, bin_intervals, bin_trials
+from mini_decoders.data.binning import DEFAULT_BIN_SIZE, BinnedTrials, bin_trials
 from mini_decoders.data.session import Session
 from mini_decoders.errors import DataError, RunError
 from mini_decoders.files import LOCK_NAME, FolderLock, json_default, replacing, write_json_atomic
-from mini_decoders.metrics import (bits_per_spike, psth_r2_from_spikes, r2_score,
-                                   velocity_r2_from_rates)
 from mini_decoders.models.base import PREDICTION_KEYS, Decoder, SessionSpec
 from mini_decoders.models.registry import adaptable_models, get_model
+from mini_decoders.scoring import BEHAVIOR, finite_or_none, mean_scores, score_trials
 from mini_decoders.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from mini_decoders.training.profiles import resolve_profile
 
 FORMAT_VERSION = 1  # bump when config.json / checkpoint.pt change incompatibly
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.json"
-PSTH_KERN_SD = 0.07  # s; NLB smooths MC_Maze / DMFC true PSTHs with 70 ms
-BEHAVIOR = "hand_vel"
 
 SessionsLike = Session | str | os.PathLike | Iterable[Session | str | os.PathLike]
 
@@ -85,17 +82,6 @@ def as_sessions(sessions: SessionsLike) -> list[Session]:
         raise DataError(f"session ids must be unique, found {duplicates} more than once "
                         "(the NWB identifier names each session)")
     return loaded
-
-
-def _finite_or_none(value: float) -> float | None:
-    """JSON has no NaN: a metric that could not be computed is written as null."""
-    return float(value) if value is not None and np.isfinite(value) else None
-
-
-def all_unit_rates(predictions: dict[str, np.ndarray]) -> np.ndarray:
-    """(N, T, U_in + U_out) held-in rates then held-out rates, the unit order NLB scores in."""
-    parts = [predictions[key] for key in ("rates_heldin", "rates_heldout") if key in predictions]
-    return np.concatenate(parts, axis=-1)
 
 
 def trial_ids(session: Session, trial_index: np.ndarray) -> np.ndarray:
@@ -294,14 +280,8 @@ class Run:
             ``{"split": split, "sessions": {id: {metric: value}}, "mean": {metric: value},
             "params": int, "train_seconds": float | None, "samples_per_second": float | None}``.
         """
-        per_session = {}
-        for session in as_sessions(sessions):
-            per_session[session.id] = self._evaluate_one(session, split)
-        keys = dict.fromkeys(k for scores in per_session.values() for k in scores)
-        mean = {}
-        for key in keys:
-            values = [s[key] for s in per_session.values() if s.get(key) is not None]
-            mean[key] = _finite_or_none(float(np.mean(values))) if values else None
+        per_session = {session.id: self._evaluate_one(session, split) for session in as_sessions(sessions)}
+        mean = mean_scores(per_session)
         training = self.metrics.get("training", {})
         return {"split": split, "sessions": per_session, "mean": mean, "params": self.model.num_parameters(),
                 "train_seconds": training.get("train_seconds"), "samples_per_second": training.get("samples_per_second")}
@@ -314,42 +294,11 @@ class Run:
             raise DataError(f"session {session.id!r} ({session.source or 'in memory'}) has no {split!r} trials to "
                             f"evaluate on (splits present: {sorted(set(binned.split.tolist()))})")
         predictions = self._predict_one(session, binned)
-        counts = np.where(binned.mask[:, :, None], binned.counts.astype(np.float64), np.nan)  # (N, T, U)
-        velocity = binned.behavior.get(BEHAVIOR)  # (N, T, D), NaN in padding
-        scores: dict[str, float | None] = {}
-        if "rates_heldout" in predictions and spec.n_heldout:
-            scores["co_bps"] = _finite_or_none(bits_per_spike(predictions["rates_heldout"][evaluated],
-                                                              counts[evaluated][..., spec.heldout_index]))
-        if "rates_forward" in predictions:  # models that forecast the bins after each trial's end
-            forward = predictions["rates_forward"][evaluated]  # (N, T_fp, U_in + U_out)
-            stops = binned.starts[evaluated] + binned.lengths[evaluated] * self.bin_size
-            future = bin_intervals(session.spike_times, session.spike_units, session.n_units, stops,
-                                   forward.shape[1], self.bin_size).astype(np.float64)  # (N, T_fp, U)
-            order = np.concatenate([spec.heldin_index, spec.heldout_index])
-            scores["fp_bps"] = _finite_or_none(bits_per_spike(forward, future[..., order]))
-        if velocity is not None and np.isfinite(velocity[evaluated]).any():
-            if "hand_vel" in predictions:
-                scores["vel_r2"] = _finite_or_none(r2_score(predictions["hand_vel"][evaluated], velocity[evaluated]))
-            elif "rates_heldin" in predictions:
-                rates = all_unit_rates(predictions)
-                train = np.flatnonzero(binned.split == "train")
-                if len(train):
-                    scores["vel_r2"] = _finite_or_none(velocity_r2_from_rates(rates[train], velocity[train],
-                                                                              rates[evaluated], velocity[evaluated]))
-        conditions = binned.condition[evaluated]
-        if "rates_heldin" in predictions and len(set(conditions.tolist()) - {""}) >= 2:
-            # psth_r2 averages rates over a condition's trials without NaN handling: compare the
-            # bins every evaluated trial has (NLB's aligned windows have equal lengths anyway).
-            common = int(binned.lengths[evaluated].min())
-            order = np.concatenate([spec.heldin_index, spec.heldout_index])
-            rates = all_unit_rates(predictions)
-            scores["psth_r2"] = _finite_or_none(psth_r2_from_spikes(
-                rates[evaluated, :common].astype(np.float64), counts[evaluated, :common][..., order],
-                conditions, self.bin_size, PSTH_KERN_SD))
+        scores = score_trials(session, binned, predictions, evaluated, spec.heldin_index, spec.heldout_index)
         extra_metrics = getattr(self.model, "extra_metrics", None)
         if callable(extra_metrics):  # a model's own scores on the same trials (MtM: its four tasks)
             extra = extra_metrics(session, binned.subset(evaluated))
-            scores.update({key: _finite_or_none(value) for key, value in extra.items()})
+            scores.update({key: finite_or_none(value) for key, value in extra.items()})
         return scores
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from mini_decoders.data.binning import bin_session, bin_trials
-from mini_decoders.data.simulate import (TrueRates, _bits_per_spike, oracle_bits_per_spike, oracle_velocity_r2,
-                                         simulate)
+from mini_decoders.data.simulate import TrueRates, oracle_bits_per_spike, oracle_velocity_r2, simulate
 from mini_decoders.errors import DataError
+from mini_decoders.metrics import bits_per_spike as _bits_per_spike
 
 
 @pytest.fixture(scope="module")

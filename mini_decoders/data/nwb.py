@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import uuid
 import warnings
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import numpy as np
 
 from mini_decoders.data.session import SPLITS, Session, TimeSeries, Trials, Units, empty_trials
 from mini_decoders.errors import DataError
+from mini_decoders.files import replacing
 
 # Trial columns that NWB or this layout already gives a meaning to: an extra column may not reuse them.
 _RESERVED_TRIAL_COLUMNS = ("start_time", "stop_time", "split", "condition", "tags", "timeseries", "id")
@@ -115,15 +115,8 @@ def write_nwb(session: Session, path: str | os.PathLike) -> Path:
 
     # Write next to the destination, then rename: a crash never leaves a half-written .nwb behind.
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A hidden, unique name (not mkstemp, which would leave the file readable by its owner only).
-    temp_name = path.parent / f".{path.stem}.{uuid.uuid4().hex[:8]}.partial.nwb"
-    try:
-        with NWBHDF5IO(str(temp_name), "w") as io:
-            io.write(nwbfile)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with replacing(path, suffix=".partial.nwb") as temp, NWBHDF5IO(str(temp), "w") as io:
+        io.write(nwbfile)
     return path
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from mini_decoders.errors import DataError, DownloadError
-from mini_decoders.files import new_file
+from mini_decoders.files import replacing
 
 DEFAULT_CACHE = "~/.cache/mini_decoders"
 CACHE_ENV = "MINI_DECODERS_DATA"
@@ -379,8 +379,7 @@ def fetch_file(remote: RemoteFile, cache: str | Path | None = None, *, timeout: 
 
 def _download_verified(remote: RemoteFile, target: Path, timeout: float, deadline: float) -> Path:
     """One attempt: stream to a temp file next to ``target``, hashing as we go, verify, rename."""
-    temp = new_file(target.parent, f".{target.name}.", ".part")
-    try:
+    with replacing(target, suffix=".part") as temp:  # renamed over target only if every check below passes
         digest, size = hashlib.sha256(), 0
         with open(temp, "wb") as out, urllib.request.urlopen(remote.url, timeout=timeout) as response:
             read = getattr(response, "read1", response.read)  # read1: returns what arrived, never waits for more
@@ -400,9 +399,6 @@ def _download_verified(remote: RemoteFile, target: Path, timeout: float, deadlin
             raise DownloadError(f"checksum mismatch for {remote.path} downloaded from {remote.url}: "
                                 f"expected sha256 {remote.sha256} ({remote.size} bytes), "
                                 f"found sha256 {found} ({size} bytes). Nothing was written to the cache")
-        os.replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)
     stat = target.stat()
     _HASH_CACHE[(str(target.resolve()), stat.st_size, stat.st_mtime_ns)] = remote.sha256
     return target

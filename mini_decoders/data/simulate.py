@@ -42,6 +42,7 @@ from mini_decoders.data.binning import bin_trials
 from mini_decoders.data.session import Session, TimeSeries, Trials, Units
 from mini_decoders.errors import DataError
 from mini_decoders.files import replacing
+from mini_decoders.metrics import bits_per_spike, velocity_r2_from_rates
 
 N_CONDITIONS = 8  # reach directions, 45 degrees apart (centre-out task)
 
@@ -524,20 +525,6 @@ def _simulate_session(config: SimulationConfig, index: int) -> tuple[Session, Tr
 
 
 # ---------------------------------------------------------------------------------------- oracle
-def _poisson_nll(rates: np.ndarray, counts: np.ndarray) -> float:
-    """NLB Poisson NLL: sum of rate - count*log(rate) + log(count!); rate 0 -> 1e-9."""
-    from scipy.special import gammaln
-
-    rates = np.where(rates == 0, 1e-9, rates)
-    return float(np.sum(rates - counts * np.log(rates) + gammaln(counts + 1)))
-
-
-def _bits_per_spike(rates: np.ndarray, counts: np.ndarray) -> float:
-    """NLB bits/spike of ``rates`` vs ``counts`` (both (S, U), rows = trials x bins flattened)."""
-    null = np.broadcast_to(counts.mean(0, keepdims=True), counts.shape)
-    return (_poisson_nll(null, counts) - _poisson_nll(rates, counts)) / (counts.sum() * np.log(2))
-
-
 def _trial_bins(dataset: SimulatedDataset, session_id: str, split: str | tuple[str, ...] | None,
                 bin_size: float, behavior: tuple[str, ...] = (), lag: float = 0.0):
     """Binned spikes and exact expected counts of one session's trials, real bins only.
@@ -571,7 +558,7 @@ def oracle_bits_per_spike(dataset: SimulatedDataset, session_id: str, split: str
     counts, expected, _, _ = _trial_bins(dataset, session_id, split, bin_size)
     units = dataset.session(session_id).units
     columns = (units.heldout_index if heldout else units.heldin_index) if heldout is not None else slice(None)
-    return _bits_per_spike(expected[:, columns], counts[:, columns])
+    return bits_per_spike(expected[:, columns], counts[:, columns])
 
 
 def oracle_velocity_r2(dataset: SimulatedDataset, session_id: str, bin_size: float = 0.02,
@@ -579,11 +566,12 @@ def oracle_velocity_r2(dataset: SimulatedDataset, session_id: str, bin_size: flo
                        lag: float | None = None) -> float:
     """Velocity R² of a ridge regression from the *true* rates to the recorded hand velocity.
 
-    This is the NLB recipe applied to perfect rates: ridge (alpha by 5-fold CV over
-    ``logspace(-4, 0, 9)``) from all units' expected counts on ``train_split`` trials to hand
-    velocity ``lag`` seconds later, scored (sklearn R², mean over x/y) on ``test_split``. It is the
-    ceiling for SSL models scored by NLB's vel-R² — not 1, because velocity is linear in the
-    latents while rates are exp of them, and the recorded velocity carries measurement noise.
+    This is the NLB recipe applied to perfect rates (:func:`mini_decoders.metrics.velocity_r2_from_rates`:
+    ridge, alpha by 5-fold CV over ``logspace(-4, 0, 9)``) from all units' expected counts on
+    ``train_split`` trials to hand velocity ``lag`` seconds later, scored (sklearn R², mean over
+    x/y) on ``test_split``. It is the ceiling for SSL models scored by NLB's vel-R² — not 1,
+    because velocity is linear in the latents while rates are exp of them, and the recorded
+    velocity carries measurement noise.
 
     Args:
         lag: behaviour lag (s); default the simulator's own ``config.lag``.
@@ -591,44 +579,5 @@ def oracle_velocity_r2(dataset: SimulatedDataset, session_id: str, bin_size: flo
     lag = dataset.config.lag if lag is None else lag
     _, train_rates, train_behavior, _ = _trial_bins(dataset, session_id, train_split, bin_size, ("hand_vel",), lag)
     _, test_rates, test_behavior, _ = _trial_bins(dataset, session_id, test_split, bin_size, ("hand_vel",), lag)
-    train_keep = np.isfinite(train_behavior["hand_vel"]).all(1)
-    test_keep = np.isfinite(test_behavior["hand_vel"]).all(1)
-    features, targets = train_rates[train_keep], train_behavior["hand_vel"][train_keep]
-    alphas = np.logspace(-4, 0, 9)
-    folds = np.array_split(np.arange(len(features)), 5)  # contiguous folds, like sklearn's KFold
-    fold_scores = np.zeros(len(alphas))
     with _single_threaded_blas():
-        for fold in folds:
-            fit = np.ones(len(features), dtype=bool)
-            fit[fold] = False
-            weights, intercept = _ridge_path(features[fit], targets[fit], alphas)
-            for a in range(len(alphas)):
-                fold_scores[a] += _r2(targets[fold], features[fold] @ weights[a] + intercept[a])
-        best = int(np.argmax(fold_scores))
-        weights, intercept = _ridge_path(features, targets, alphas[best:best + 1])
-        prediction = test_rates[test_keep] @ weights[0] + intercept[0]
-    return _r2(test_behavior["hand_vel"][test_keep], prediction)
-
-
-def _ridge_path(features: np.ndarray, targets: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ridge with intercept for many alphas from one eigendecomposition (same solution as sklearn's Ridge).
-
-    Works on the (U, U) Gram matrix rather than an SVD of the (S, U) data: S is in the tens of
-    thousands, U in the hundreds.
-
-    Returns weights (A, U, D) and intercepts (A, D).
-    """
-    feature_mean, target_mean = features.mean(0), targets.mean(0)
-    centred = features - feature_mean
-    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred)
-    projected = eigenvectors.T @ (centred.T @ (targets - target_mean))  # (U, D)
-    shrink = 1.0 / (np.clip(eigenvalues, 0, None)[None, :] + alphas[:, None])  # (A, U)
-    weights = np.einsum("fk,ak,kd->afd", eigenvectors, shrink, projected)
-    return weights, target_mean - np.einsum("f,afd->ad", feature_mean, weights)
-
-
-def _r2(truth: np.ndarray, prediction: np.ndarray) -> float:
-    """sklearn's r2_score with uniform averaging over output columns."""
-    residual = ((truth - prediction) ** 2).sum(0)
-    total = ((truth - truth.mean(0)) ** 2).sum(0)
-    return float(np.mean(1 - residual / total))
+        return velocity_r2_from_rates(train_rates, train_behavior["hand_vel"], test_rates, test_behavior["hand_vel"])

@@ -14,20 +14,21 @@ from typing import Sequence
 
 import numpy as np
 
-from mini_decoders.data.binning import bin_intervals, bin_trials
+from mini_decoders.data.binning import bin_trials
 from mini_decoders.data.simulate import TrueRates
-from mini_decoders.metrics import (METRICS, bits_per_spike, psth_r2_from_spikes, smooth_spikes,
-                                   velocity_r2_from_rates)
-from mini_decoders.run import PSTH_KERN_SD, as_sessions
+from mini_decoders.metrics import METRICS
+from mini_decoders.run import as_sessions
+from mini_decoders.scoring import (BEHAVIOR, forward_bps, has_conditions, heldout_bps, mean_scores, observed_counts,
+                                   psth_r2, velocity_r2)
 
 
 def oracle_row(paths: Sequence[str | Path], sessions=None, bin_size: float = 0.02) -> dict | None:
     """The scores of the simulator's true rates, with the metrics and trials every model gets.
 
-    ``co_bps`` as :meth:`mini_decoders.run.Run.evaluate` computes it, from the exact expected
-    counts; ``psth_r2`` likewise, from the expected counts smoothed with the kernel that smooths
-    the target PSTH (the best prediction of a smoothed-spike PSTH); ``fp_bps`` from the expected
-    counts in the 200 ms after each test trial;
+    Each score as :meth:`mini_decoders.run.Run.evaluate` computes it (:mod:`mini_decoders.scoring`):
+    ``co_bps`` from the exact expected counts; ``psth_r2`` likewise, from the expected counts
+    smoothed with the kernel that smooths the target PSTH (the best prediction of a smoothed-spike
+    PSTH); ``fp_bps`` from the expected counts in the 200 ms after each test trial;
     ``vel_r2`` is NLB's ridge from the true rates to hand velocity at the simulator's lag
     (``simulation.json``; 0.1 s when absent). Sessions without a ``<id>_truth.h5`` beside them
     are left out; None when no session has one (real data).
@@ -43,40 +44,34 @@ def oracle_row(paths: Sequence[str | Path], sessions=None, bin_size: float = 0.0
         if [str(u) for u in truth.unit_ids] != [str(u) for u in session.units.ids]:
             continue  # a truth file for other units is not this session's oracle
         lag = _simulator_lag(path.parent)
-        binned = bin_trials(session, bin_size, split=None, behavior=("hand_vel",) if "hand_vel" in session.behavior
+        binned = bin_trials(session, bin_size, split=None, behavior=(BEHAVIOR,) if BEHAVIOR in session.behavior
                             else (), lag=lag)
         expected = truth.expected_counts(binned.starts, binned.lengths, bin_size)  # (N, T, U), NaN padding
-        counts = np.where(binned.mask[:, :, None], binned.counts.astype(np.float64), np.nan)
+        counts = observed_counts(binned)
         test = np.flatnonzero(binned.split == "test")
         train = np.flatnonzero(binned.split == "train")
-        units = session.units
-        order = np.concatenate([units.heldin_index, units.heldout_index])
+        heldin, heldout = session.units.heldin_index, session.units.heldout_index
+        order = np.concatenate([heldin, heldout])
         scores: dict[str, float | None] = {}
-        if len(units.heldout_index) and len(test):
-            scores["co_bps"] = bits_per_spike(expected[test][..., units.heldout_index],
-                                              counts[test][..., units.heldout_index])
+        if len(heldout) and len(test):
+            scores["co_bps"] = heldout_bps(expected[test][..., heldout], counts[test], heldout)
         if len(test):
             fp_bins = int(round(0.2 / bin_size))
             stops = binned.starts[test] + binned.lengths[test] * bin_size
-            inside = stops + fp_bins * bin_size <= truth.stop_time
+            inside = stops + fp_bins * bin_size <= truth.stop_time  # the truth file ends with the recording
             if inside.any():
-                future = bin_intervals(session.spike_times, session.spike_units, session.n_units, stops[inside],
-                                       fp_bins, bin_size).astype(np.float64)
-                forecast = truth.expected_counts(stops[inside], fp_bins, bin_size)
-                scores["fp_bps"] = bits_per_spike(forecast[..., order], future[..., order])
-        velocity = binned.behavior.get("hand_vel")
+                forecast = truth.expected_counts(stops[inside], fp_bins, bin_size)  # (N, T_fp, U)
+                scores["fp_bps"] = forward_bps(session, forecast[..., order], stops[inside], bin_size, order)
+        velocity = binned.behavior.get(BEHAVIOR)
         if velocity is not None and len(train) and len(test):
-            rates = np.nan_to_num(expected[..., order])
-            scores["vel_r2"] = velocity_r2_from_rates(rates[train], velocity[train], rates[test], velocity[test])
-        conditions = binned.condition[test]
-        if len(set(conditions.tolist()) - {""}) >= 2:
+            rates = {"rates_heldin": expected[..., heldin], "rates_heldout": expected[..., heldout]}
+            scores["vel_r2"] = velocity_r2(rates, velocity, test, train)
+        if has_conditions(binned.condition[test]):
             # The PSTH target is trial-averaged *smoothed* spikes, so its best prediction is the true
             # rates smoothed by the same kernel (raw true rates would score below a smooth model).
-            common = int(binned.lengths[test].min())
-            smoothed = smooth_spikes(expected[test, :common][..., order], bin_size, PSTH_KERN_SD)
-            scores["psth_r2"] = psth_r2_from_spikes(smoothed, counts[test, :common][..., order], conditions,
-                                                    bin_size, PSTH_KERN_SD)
-        per_session[session.id] = {k: _finite(v) for k, v in scores.items()}
+            scores["psth_r2"] = psth_r2(expected[test][..., order], counts[test][..., order], binned.condition[test],
+                                        binned.lengths[test], bin_size, smooth_rates=True)
+        per_session[session.id] = scores
     if not per_session:
         return None
     row = {"model": "oracle", "status": "ok", "token": "true rates", "judged_on": None,
@@ -84,7 +79,7 @@ def oracle_row(paths: Sequence[str | Path], sessions=None, bin_size: float = 0.0
                     "(co-bps, fp-bps, velocity R²); not for PSTH R², whose target is the smoothed spikes of the "
                     "very trials whose held-in spikes the models read"),
            "sessions": per_session}
-    row.update(_mean_scores(per_session))
+    row.update(mean_scores(per_session, METRICS))
     return row
 
 
@@ -94,15 +89,3 @@ def _simulator_lag(folder: Path, default: float = 0.1) -> float:
         return float(json.loads(config.read_text()).get("lag", default))
     except (OSError, ValueError, AttributeError):
         return default
-
-
-def _finite(value) -> float | None:
-    return float(value) if value is not None and np.isfinite(value) else None
-
-
-def _mean_scores(per_session: dict[str, dict]) -> dict[str, float | None]:
-    means = {}
-    for metric in METRICS:
-        values = [s[metric] for s in per_session.values() if s.get(metric) is not None]
-        means[metric] = float(np.mean(values)) if values else None
-    return means

@@ -65,9 +65,9 @@ from mini_decoders.errors import DataError, RunError
 from mini_decoders.evaluation import ALL_TASKS, TASK_KEYS, TASKS, evaluate_tasks, flat_task_scores
 from mini_decoders.masking import REGION_SCHEMES, MaskConfig, mask_counts
 from mini_decoders.models.base import SessionSpec
-from mini_decoders.models.ndt1 import NDT1, collate_trials, context_window_mask, poisson_nll_terms
+from mini_decoders.models.ndt1 import NDT1, collate_trials, context_window_mask
 from mini_decoders.models.recipes import Departure
-from mini_decoders.nn.attention import attention_weights
+from mini_decoders.nn.losses import poisson_nll_terms
 
 PROMPTS = ("neuron", "causal", "intra_region", "inter_region", "temporal", "random")  # one prompt row each
 MASK_MODES = {"all": ("neuron", "causal", "intra_region", "inter_region"),  # the paper's MtM

@@ -37,6 +37,7 @@ from mini_decoders.metrics import bits_per_spike
 from mini_decoders.models.base import Decoder, SessionSpec, padded_unit_counts
 from mini_decoders.models.recipes import Departure
 from mini_decoders.nn.attention import TransformerBlock, attention_weights
+from mini_decoders.nn.losses import poisson_nll_terms
 from mini_decoders.tokenizers.bins import BinTokenizer
 from mini_decoders.training.profiles import CHECKPOINT_SECONDS
 
@@ -58,11 +59,6 @@ def context_window_mask(n_bins: int, context_forward: int | None, context_backwa
     if context_backward is not None:
         allowed &= offset >= -context_backward
     return allowed
-
-
-def poisson_nll_terms(log_rates: Tensor, counts: Tensor) -> Tensor:
-    """Per-entry Poisson negative log-likelihood, without the ``log(counts!)`` constant."""
-    return torch.exp(log_rates) - counts * log_rates
 
 
 def collate_trials(items: list[dict]) -> dict[str, Tensor]:

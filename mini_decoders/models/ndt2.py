@@ -58,11 +58,13 @@ from mini_decoders.metrics import bits_per_spike, r2_score
 from mini_decoders.models.base import Decoder, SessionSpec
 from mini_decoders.models.recipes import Departure
 from mini_decoders.nn.attention import TransformerBlock
+from mini_decoders.nn.losses import poisson_nll_terms
 from mini_decoders.nn.positions import LearnedPositions
 from mini_decoders.nn.temporal_kernel import TemporalKernel
 from mini_decoders.nn.vocab import GrowingVocabEmbedding
 from mini_decoders.tokenizers.patches import PatchTokenizer, PatchTokens
 from mini_decoders.training.profiles import CHECKPOINT_SECONDS
+from mini_decoders.training.schedule import lr_mult_groups
 
 BEHAVIOR = "hand_vel"
 CONTEXT_KINDS = ("session", "subject", "task")  # order of the context tokens
@@ -473,7 +475,7 @@ class NDT2(Decoder):
         tokens = out["tokens"]
         log_rates = out["log_rates"].float()
         scored = (tokens.channel_mask & out["hidden"][..., None]).float()  # padding never counts
-        nll = torch.exp(log_rates) - tokens.counts.float() * log_rates
+        nll = poisson_nll_terms(log_rates, tokens.counts.float())
         return (nll * scored).sum() / scored.sum().clamp_min(1.0)
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -743,20 +745,11 @@ class NDT2(Decoder):
         return rules
 
     def param_groups(self, rules: dict[str, float], weight_decay: float) -> list[dict]:
-        """AdamW groups by longest matching prefix; no decay on biases, norms, positions, vocabularies."""
-        prefixes = sorted(rules, key=len, reverse=True)
-        groups: dict[tuple[float, float], dict] = {}
-        for name, param in self.named_parameters():
-            if not param.requires_grad:
-                continue
-            lr_mult = next((rules[p] for p in prefixes if name.startswith(p)), 1.0)
-            # A context row is updated only when its session is in the batch: decay would erode it.
-            no_decay = param.ndim < 2 or "vocab" in name or "positions" in name or name.endswith("table") \
-                or "count_embedding" in name
-            decay = 0.0 if no_decay else float(weight_decay)
-            groups.setdefault((lr_mult, decay), {"params": [], "lr_mult": lr_mult, "weight_decay": decay})
-            groups[(lr_mult, decay)]["params"].append(param)
-        return list(groups.values())
+        """AdamW groups by longest matching prefix; no decay on biases, norms, positions, vocabularies.
+
+        A context row is updated only when its session is in the batch: decay would erode it.
+        """
+        return lr_mult_groups(self, rules, weight_decay, decay_positions=False)
 
     @staticmethod
     def finetune_schedule(config: dict) -> dict[str, int | None]:

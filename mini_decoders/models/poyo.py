@@ -52,6 +52,7 @@ from mini_decoders.nn.rotary import RotaryTimeEmbedding
 from mini_decoders.tokenizers.spikes import (SpikeTokenizer, StringVocabEmbedding, add_start_end_tokens,
                                              random_unit_subsets, triangular_unit_counts, unit_dropout)
 from mini_decoders.training.profiles import CHECKPOINT_SECONDS
+from mini_decoders.training.schedule import lr_mult_groups
 
 BEHAVIOR = "hand_vel"
 TASKS = ("hand_vel", "condition")
@@ -228,6 +229,12 @@ class POYO(Decoder):
         model.condition_vocab.extend(condition_labels(sessions))
         return model
 
+    def param_groups(self, rules: dict[str, float], weight_decay: float) -> list[dict]:
+        """Optimiser groups (AdamW or LAMB): decay on weight matrices only; none on biases, norms and
+        embedding tables. A unit's row is updated only in batches where it fires; decay would shrink it
+        between visits. ``rules`` maps name prefixes to learning-rate multipliers (longest prefix wins)."""
+        return lr_mult_groups(self, rules, weight_decay, decay_positions=False)
+
     def _register_sessions(self, specs: list[SessionSpec]) -> None:
         for spec in specs:
             if BEHAVIOR in spec.behavior_dims and spec.behavior_dims[BEHAVIOR] != 2:
@@ -367,7 +374,7 @@ class POYO(Decoder):
             max_steps=int(steps if steps is not None else cfg["max_steps"]),
             batch_size=min(int(cfg["batch_size"]), len(dataset)),
             monitor=monitor, monitor_mode="max")
-        groups = param_groups if param_groups is not None else poyo_param_groups(self, train_config.weight_decay)
+        groups = param_groups if param_groups is not None else self.param_groups({}, train_config.weight_decay)
         trainer = Trainer(self, dataset, dataset.collate, train_config, out_dir=out_dir,
                           val_fn=validate if val_sets else None, param_groups=groups, progress=progress,
                           run_config={"model": self.name})
@@ -417,7 +424,7 @@ class POYO(Decoder):
                 parameter.requires_grad_(True)
             rules = {"tokenizer.unit_vocab.": float(cfg["finetune_new_lr_mult"]),
                      "session_vocab.": float(cfg["finetune_new_lr_mult"])}
-            groups = poyo_param_groups(self, float(cfg["weight_decay"]), rules)
+            groups = self.param_groups(rules, float(cfg["weight_decay"]))
             full_dir = None if out_dir is None else Path(out_dir) / "full"
             histories.append(self._train(sessions, cfg, groups, out_dir=full_dir, resume=False, progress=progress,
                                          steps=steps - unfreeze_after))
@@ -536,7 +543,7 @@ class POYO(Decoder):
 
 
 # ================================================================================================
-# Helpers: phases, windows, optimiser groups
+# Helpers: phases, windows
 
 def condition_labels(sessions: list[Session]) -> list[str]:
     """Sorted condition labels of the sessions whose trials carry at least two labels."""
@@ -580,26 +587,6 @@ def stitching_windows(trial_starts: np.ndarray, n_bins: np.ndarray, bin_size: fl
     first_bin = np.minimum(position * bins_per_step, last_first_bin[window_trial])
     window_start = np.asarray(trial_starts, dtype=np.float64)[window_trial] + first_bin * bin_size
     return window_trial, window_start, first_bin
-
-
-def poyo_param_groups(model: nn.Module, weight_decay: float, rules: dict[str, float] | None = None) -> list[dict]:
-    """Optimiser groups (AdamW or LAMB): decay on weight matrices only; none on biases, norms and embedding tables.
-
-    A unit's row is updated only in batches where it fires; decay would shrink it between visits.
-    ``rules`` maps name prefixes to learning-rate multipliers (longest prefix wins).
-    """
-    rules = rules or {}
-    prefixes = sorted(rules, key=len, reverse=True)
-    groups: dict[tuple[float, float], dict] = {}
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        is_table = "vocab" in name or "embedding" in name or "token_type" in name
-        decay = 0.0 if parameter.ndim < 2 or is_table else float(weight_decay)
-        lr_mult = next((float(rules[p]) for p in prefixes if name.startswith(p)), 1.0)
-        groups.setdefault((lr_mult, decay), {"params": [], "lr_mult": lr_mult, "weight_decay": decay})["params"] \
-            .append(parameter)
-    return list(groups.values())
 
 
 class WindowSampler:

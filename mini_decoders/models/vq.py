@@ -62,6 +62,7 @@ from mini_decoders.metrics import bits_per_spike, r2_score
 from mini_decoders.models.base import Decoder, SessionSpec, padded_unit_counts
 from mini_decoders.models.recipes import Departure
 from mini_decoders.nn.attention import TransformerBlock
+from mini_decoders.nn.losses import poisson_nll_terms
 from mini_decoders.nn.positions import LearnedPositions
 from mini_decoders.nn.quantize import perplexity
 from mini_decoders.tokenizers.vq import VQTokenizer, split_windows, window_mask
@@ -71,11 +72,6 @@ BEHAVIOR = "hand_vel"
 STAGES = ("tokenizer", "codes", "behavior")
 CODE_INPUTS = ("codes", "counts")  # what the code model's tokens read
 PAD_CODE = -1  # codes of padded windows in the arrays this module returns
-
-
-def poisson_nll_terms(log_rates: Tensor, counts: Tensor) -> Tensor:
-    """Per-entry Poisson negative log-likelihood, without the ``log(counts!)`` constant."""
-    return torch.exp(log_rates) - counts * log_rates
 
 
 def random_window_mask(window_valid: Tensor, ratio: float, generator: torch.Generator | None = None) -> Tensor:

@@ -16,6 +16,9 @@ from typing import Protocol
 
 from torch import nn
 
+from mini_decoders.nn.positions import LearnedPositions
+from mini_decoders.nn.vocab import GrowingVocabEmbedding
+
 SCHEDULES = ("warmup_cosine", "flat_cosine")
 
 
@@ -56,16 +59,19 @@ def lr_at(step: int, config: ScheduleConfig) -> float:
     return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress))
 
 
-def _takes_no_decay(module: nn.Module, param_name: str, param: nn.Parameter) -> bool:
+def _takes_no_decay(module: nn.Module, param: nn.Parameter, decay_positions: bool) -> bool:
     # Decay pulls weights towards 0. That is a sensible prior for matrices that mix features,
     # but not for biases and norm gains (1-D: shifts and scales whose natural value is not 0),
     # nor for embeddings: a unit or session row is updated only when that unit or session is in
     # the batch, so decay would keep shrinking rarely seen rows towards nothing between visits.
-    return param.ndim < 2 or (isinstance(module, nn.Embedding) and param_name == "weight")
+    # Position tables are lookup tables too; whether they decay is the model's recipe.
+    tables = (nn.Embedding, GrowingVocabEmbedding) if decay_positions else (nn.Embedding, GrowingVocabEmbedding,
+                                                                             LearnedPositions)
+    return param.ndim < 2 or isinstance(module, tables)
 
 
-def _named_trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Module, str, nn.Parameter]]:
-    """(full name, owning module, name in module, parameter) for every trainable parameter, once.
+def _named_trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Module, nn.Parameter]]:
+    """(full name, owning module, parameter) for every trainable parameter, once.
 
     A parameter shared by two modules (tied weights) is listed once, under its first owner.
     """
@@ -76,21 +82,24 @@ def _named_trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Module, 
             if not param.requires_grad or id(param) in seen:
                 continue
             seen.add(id(param))
-            full_name = f"{module_name}.{param_name}" if module_name else param_name
-            found.append((full_name, module, param_name, param))
+            found.append((f"{module_name}.{param_name}" if module_name else param_name, module, param))
     return found
 
 
-def lr_mult_groups(model: nn.Module, rules: dict[str, float], weight_decay: float = 0.01) -> list[dict]:
-    """AdamW parameter groups with a learning-rate multiplier chosen by parameter-name prefix.
+def lr_mult_groups(model: nn.Module, rules: dict[str, float], weight_decay: float = 0.01, *,
+                   decay_positions: bool = True) -> list[dict]:
+    """AdamW (or LAMB) parameter groups: a learning-rate multiplier by parameter-name prefix, and
+    weight decay on the matrices that mix features only. Every model's optimiser groups come from here.
 
     Args:
         model: the model whose trainable parameters are grouped (frozen ones are left out).
         rules: ``{name_prefix: lr_mult}``; a parameter takes the multiplier of the *longest*
             prefix its full name (as in ``model.named_parameters()``) starts with, else 1.0.
             E.g. ``{"readout.": 10.0, "encoder.layers.0.": 0.5}``.
-        weight_decay: applied to matrices; biases, norms and embeddings get 0 (see
-            ``default_param_groups``).
+        weight_decay: applied to matrices; biases, norms and embedding tables (``nn.Embedding``,
+            growing vocabularies) get 0.
+        decay_positions: whether learned position tables decay like matrices (the default) or
+            are spared like the other lookup tables (NDT2's and POYO's recipes).
 
     Returns:
         list of ``{"params": [...], "lr_mult": float, "weight_decay": float}``, one per distinct
@@ -98,16 +107,16 @@ def lr_mult_groups(model: nn.Module, rules: dict[str, float], weight_decay: floa
     """
     prefixes = sorted(rules, key=len, reverse=True)
     groups: dict[tuple[float, float], dict] = {}
-    for full_name, module, param_name, param in _named_trainable_parameters(model):
+    for full_name, module, param in _named_trainable_parameters(model):
         lr_mult = next((float(rules[p]) for p in prefixes if full_name.startswith(p)), 1.0)
-        decay = 0.0 if _takes_no_decay(module, param_name, param) else float(weight_decay)
+        decay = 0.0 if _takes_no_decay(module, param, decay_positions) else float(weight_decay)
         group = groups.setdefault((lr_mult, decay), {"params": [], "lr_mult": lr_mult, "weight_decay": decay})
         group["params"].append(param)
     return list(groups.values())
 
 
 def default_param_groups(model: nn.Module, weight_decay: float = 0.01) -> list[dict]:
-    """Two AdamW groups: decay on weight matrices, none on biases, norms and embeddings.
+    """Two AdamW groups: decay on weight matrices, none on biases, norms and embeddings (see ``lr_mult_groups``).
 
     Returns:
         list of ``{"params": [...], "lr_mult": 1.0, "weight_decay": float}`` (empty groups dropped).
