@@ -39,7 +39,6 @@ pass with every held-in token visible.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from pathlib import Path
@@ -65,6 +64,7 @@ from mini_decoders.nn.vocab import GrowingVocabEmbedding
 from mini_decoders.tokenizers.patches import PatchTokenizer, PatchTokens
 from mini_decoders.training.profiles import CHECKPOINT_SECONDS
 from mini_decoders.training.schedule import lr_mult_groups
+from mini_decoders.training.trainer import TrainConfig, Trainer
 
 BEHAVIOR = "hand_vel"
 CONTEXT_KINDS = ("session", "subject", "task")  # order of the context tokens
@@ -669,14 +669,10 @@ class NDT2(Decoder):
 
     def _train(self, sessions: list[Session], config: dict, *, out_dir: Path | None, resume: bool, progress: bool,
                param_groups: list[dict] | None, with_velocity: bool) -> dict:
-        from mini_decoders.training.trainer import TrainConfig
-
         train_binned = [self._binned(s, "train", with_velocity) for s in sessions]
         items = self._items(sessions, train_binned, with_velocity)
         val_sets = [(s, self._binned(s, "val", with_velocity)) for s in sessions if "val" in s.trials.split]
         any_heldout = any(self.spec_for(s)[1].n_heldout for s, _ in val_sets)
-
-        best: dict[str, Any] = {"score": -np.inf, "state": None}
 
         def validate(model: "NDT2") -> dict[str, float]:
             co_bps, vel_r2, heldin_bps = [], [], []
@@ -697,21 +693,16 @@ class NDT2(Decoder):
             if with_velocity:
                 scores["val_vel_r2"] = float(np.mean(vel_r2))
             scores["val_score"] = scores[primary] + scores.get("val_vel_r2", 0.0)
-            if scores["val_score"] > best["score"]:  # keep the best weights (see _VocabSafeTrainer)
-                best["score"], best["state"] = scores["val_score"], copy.deepcopy(nn.Module.state_dict(model))
             return scores
 
         train_config = TrainConfig.from_model_config(
             config,
             batch_size=min(int(config["batch_size"]), len(items)),
-            monitor="val_score", monitor_mode="max", restore_best=False)
-        trainer = _VocabSafeTrainer(self, items, collate_ndt2, train_config, out_dir=out_dir,
-                                    val_fn=validate if val_sets else None, param_groups=param_groups,
-                                    progress=progress, run_config={"model": self.name})
+            monitor="val_score", monitor_mode="max")  # the Trainer ends with the best validation's weights
+        trainer = Trainer(self, items, collate_ndt2, train_config, out_dir=out_dir, val_fn=validate if val_sets else None,
+                          param_groups=param_groups, progress=progress, run_config={"model": self.name})
         started = time.perf_counter()
         history = trainer.fit(resume=resume)
-        if best["state"] is not None:
-            self.load_state_dict(best["state"])
         return {"samples": trainer.samples_seen, "steps": trainer.step, "seconds": time.perf_counter() - started,
                 "records": history.records}
 
@@ -898,30 +889,6 @@ class NDT2(Decoder):
         self.session_info = {k: dict(v) for k, v in state.get("session_info", {}).items()}
         self.decodes_behavior = bool(state.get("decodes_behavior", False))
         self.predicts = {"rates", "hand_vel"} if self.decodes_behavior else {"rates"}
-
-
-def _vocab_safe_trainer_class():
-    from mini_decoders.training.trainer import Trainer
-
-    class VocabSafeTrainer(Trainer):
-        """The Trainer, whose best-state copy handles only tensors (vocabularies keep their ids as
-        plain-python extra state in the ``state_dict``). NDT2 keeps its own best copy instead.
-        TODO(lead): drop this once ``Trainer._validate`` copies non-tensor state entries."""
-
-        def _validate(self) -> None:
-            full_state_dict = self.model.state_dict
-            self.model.state_dict = lambda *args, **kwargs: {
-                k: v for k, v in full_state_dict(*args, **kwargs).items() if isinstance(v, torch.Tensor)}
-            try:
-                super()._validate()
-            finally:
-                del self.model.state_dict
-
-    return VocabSafeTrainer
-
-
-def _VocabSafeTrainer(*args, **kwargs):
-    return _vocab_safe_trainer_class()(*args, **kwargs)
 
 
 def gather_tokens(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -49,8 +49,9 @@ from mini_decoders.models.recipes import Departure
 from mini_decoders.nn.attention import CrossAttention, SelfAttention
 from mini_decoders.nn.feedforward import FeedForward
 from mini_decoders.nn.rotary import RotaryTimeEmbedding
-from mini_decoders.tokenizers.spikes import (SpikeTokenizer, StringVocabEmbedding, add_start_end_tokens,
-                                             random_unit_subsets, triangular_unit_counts, unit_dropout)
+from mini_decoders.nn.vocab import GrowingVocabEmbedding
+from mini_decoders.tokenizers.spikes import (SpikeTokenizer, add_start_end_tokens, random_unit_subsets,
+                                             triangular_unit_counts, unit_dropout)
 from mini_decoders.training.profiles import CHECKPOINT_SECONDS
 from mini_decoders.training.schedule import lr_mult_groups
 
@@ -197,7 +198,7 @@ class POYO(Decoder):
         cfg = self.config
         dim, dim_head = int(cfg["dim"]), int(cfg["dim_head"])
         self.tokenizer = SpikeTokenizer(dim)
-        self.session_vocab = StringVocabEmbedding(dim)
+        self.session_vocab = GrowingVocabEmbedding(dim)
         self.task_embedding = nn.Embedding(len(TASKS), dim)
         nn.init.normal_(self.task_embedding.weight, std=0.02)
         n_steps = int(round(float(cfg["window_length"]) / float(cfg["latent_step"])))
@@ -218,7 +219,7 @@ class POYO(Decoder):
         self.decoder = RotaryCrossBlock(dim, int(cfg["cross_heads"]), dim_head, **dropouts)
         self.output_norm = nn.LayerNorm(dim)
         self.velocity_readout = nn.Linear(dim, 2)
-        self.condition_vocab = StringVocabEmbedding(dim)  # one row per condition label = its class weights
+        self.condition_vocab = GrowingVocabEmbedding(dim)  # one row per condition label = its class weights
         self.register_buffer("velocity_mean_stat", torch.zeros(2))
         self.register_buffer("velocity_std_stat", torch.ones(2))
         self._register_sessions(self.specs)

@@ -18,8 +18,7 @@ Token batches reuse the packed layout of :mod:`mini_decoders.data.batching`: a
 
 from __future__ import annotations
 
-import json
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -141,23 +140,6 @@ def concatenate_windows(parts: Sequence[SpikeWindows]) -> SpikeWindows:
                         offsets, np.concatenate([part.starts for part in parts]), parts[0].length)
 
 
-class StringVocabEmbedding(GrowingVocabEmbedding):
-    """A :class:`GrowingVocabEmbedding` whose saved vocabulary is a tensor (UTF-8 JSON bytes).
-
-    The Trainer copies ``state_dict()`` values with ``.detach()`` to keep the best validation's
-    weights; a plain-python extra state (a dict of ids) breaks that copy, a uint8 tensor does not,
-    and it still loads with ``torch.load(weights_only=True)``.
-    """
-
-    def get_extra_state(self) -> Tensor:
-        return torch.tensor(list(json.dumps(self.ids).encode("utf-8")), dtype=torch.uint8)
-
-    def set_extra_state(self, state: Any) -> None:
-        if isinstance(state, Tensor):
-            state = {"ids": json.loads(bytes(state.cpu().tolist()).decode("utf-8"))}
-        super().set_extra_state(state)
-
-
 class SpikeTokenizer(nn.Module):
     """Unit and token-type embeddings, and the per-session unit lookup tables.
 
@@ -168,7 +150,7 @@ class SpikeTokenizer(nn.Module):
 
     def __init__(self, dim: int, init_scale: float = 0.02):
         super().__init__()
-        self.unit_vocab = StringVocabEmbedding(dim, init_scale)
+        self.unit_vocab = GrowingVocabEmbedding(dim, init_scale)
         self.token_type = nn.Embedding(N_TOKEN_TYPES, dim)
         nn.init.normal_(self.token_type.weight, std=init_scale)
         self._rows: dict[str, np.ndarray] = {}  # session id -> (U,) vocabulary rows; a cache
