@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mini_decoders.data.batching import bucket_batches, spike_windows
+from mini_decoders.data.batching import bucket_batches
 from mini_decoders.data.binning import BinnedTrials, bin_trials
 from mini_decoders.data.session import Session
 from mini_decoders.errors import DataError, RunError
@@ -50,8 +50,7 @@ from mini_decoders.nn.attention import CrossAttention, SelfAttention
 from mini_decoders.nn.feedforward import FeedForward
 from mini_decoders.nn.rotary import RotaryTimeEmbedding
 from mini_decoders.nn.vocab import GrowingVocabEmbedding
-from mini_decoders.tokenizers.spikes import (SpikeTokenizer, add_start_end_tokens, random_unit_subsets,
-                                             triangular_unit_counts, unit_dropout)
+from mini_decoders.tokenizers.spikes import SpikeTokenizer, random_unit_subsets, triangular_unit_counts, unit_dropout
 from mini_decoders.training.profiles import CHECKPOINT_SECONDS
 from mini_decoders.training.schedule import lr_mult_groups
 
@@ -320,11 +319,7 @@ class POYO(Decoder):
     def _window_batch(self, session: Session, session_row: int, window_starts: np.ndarray,
                       query_times: list[np.ndarray] | np.ndarray, keep_units: np.ndarray | None = None) -> dict:
         """Tokens of windows of one session and their (padded) output queries, as numpy/tensors."""
-        length = float(self.config["window_length"])
-        windows = spike_windows(session, window_starts, length)
-        rows = self.tokenizer.unit_rows(session.id, [str(u) for u in session.units.ids])
-        tokens = add_start_end_tokens(windows, rows, keep_units)
-        batch = self.tokenizer.collate(tokens)
+        batch = self.tokenizer.window_batch(session, window_starts, float(self.config["window_length"]), keep_units)
         batch["query_times"] = torch.as_tensor(np.asarray(query_times, dtype=np.float32))
         batch["session"] = torch.full((len(window_starts),), session_row, dtype=torch.int64)
         return batch

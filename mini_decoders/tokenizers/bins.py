@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from mini_decoders.nn.positions import LearnedPositions
 from mini_decoders.nn.temporal_kernel import TemporalKernel
+from mini_decoders.tokenizers.base import Tokenizer, Tokens
 
 TRANSFORMS = ("none", "log1p", "sqrt")
 
@@ -44,7 +45,7 @@ def compress_counts(counts: Tensor, transform: str) -> Tensor:
     raise ValueError(f"count transform must be one of {TRANSFORMS}, got {transform!r}")
 
 
-class BinTokenizer(nn.Module):
+class BinTokenizer(Tokenizer):
     """Held-in counts ``(B, T, U)`` -> bin tokens ``(B, T, D)``, with a read-in per session.
 
     Args:
@@ -60,6 +61,8 @@ class BinTokenizer(nn.Module):
         kernel_bins: width of the learned temporal kernel after the read-in (odd; 0 or 1 = none).
         kernel_sd_bins: standard deviation of the Gaussian the kernel starts as (bins).
     """
+
+    READS, TIME_UNIT = "binned", "bin"
 
     def __init__(self, units_per_session: list[int], dim: int, max_bins: int, transform: str = "log1p",
                  scale: float = 1.0, dropout: float = 0.0, kernel_bins: int = 0, kernel_sd_bins: float = 2.0):
@@ -99,3 +102,9 @@ class BinTokenizer(nn.Module):
             read_in = self.kernel(read_in, valid, causal)
         tokens = self.scale * read_in + self.positions(counts.shape[1])
         return self.dropout(tokens)
+
+    def tokens(self, batch) -> Tokens:
+        """One token per bin of the held-in counts: (B, T, D), at bin positions 0..T-1, real where ``time_mask``."""
+        valid = batch["time_mask"]
+        positions = torch.arange(valid.shape[1], device=valid.device).expand(valid.shape)  # (B, T)
+        return Tokens(self(batch["heldin"], batch["session_index"], valid), positions, valid)

@@ -19,6 +19,7 @@ from torch import nn
 
 from mini_decoders.errors import DataError
 from mini_decoders.nn.positions import LearnedPositions
+from mini_decoders.tokenizers.base import Tokenizer, Tokens
 
 
 def group_into_patches(counts: np.ndarray | torch.Tensor, neurons_per_token: int = 32):
@@ -78,7 +79,7 @@ class PatchTokens:
             (other.counts, other.channel_mask, other.time, other.space, other.real))))
 
 
-class PatchTokenizer(nn.Module):
+class PatchTokenizer(Tokenizer):
     """NDT2's tokenizer: each (time bin, group of ``neurons_per_token`` neurons) is one token.
 
     A token's vector is the concatenation of one small embedding per neuron of its patch (so
@@ -96,6 +97,8 @@ class PatchTokenizer(nn.Module):
         style: ``"token"``: each count is a symbol, ``nn.Embedding(max_count + 1, D / n)``;
             ``"project"``: each count is a number, ``Linear(1, D / n)`` (shared by all neurons).
     """
+
+    READS, TIME_UNIT = "binned", "bin"
 
     def __init__(self, dim: int, neurons_per_token: int = 32, max_count: int = 20, max_time_bins: int = 250,
                  max_patches: int = 16, style: str = "token"):
@@ -154,3 +157,11 @@ class PatchTokenizer(nn.Module):
                 space: torch.Tensor) -> torch.Tensor:
         """Token vectors: count embedding + time position + space position, ``(B, L, D)``."""
         return self.embed_counts(counts, channel_mask) + self.time_positions(time) + self.space_positions(space)
+
+    def tokens(self, batch) -> Tokens:
+        """One token per (bin, patch of held-in neurons): (B, T * P, D), at their bins, real where a
+        patch has a real neuron in a real bin. (NDT2 itself hides some patches before embedding:
+        it calls :meth:`tokenize` and the module directly.)"""
+        patches = self.tokenize(batch["heldin"], batch["heldin_unit_mask"], batch["time_mask"])
+        return Tokens(self(patches.counts, patches.channel_mask, patches.time, patches.space), patches.time,
+                      patches.real)

@@ -24,9 +24,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mini_decoders.data.batching import SpikeWindows, collate_spike_tokens
+from mini_decoders.data.batching import SpikeWindows, collate_spike_tokens, spike_windows
+from mini_decoders.data.session import Session
 from mini_decoders.errors import DataError
 from mini_decoders.nn.vocab import GrowingVocabEmbedding
+from mini_decoders.tokenizers.base import Tokenizer, Tokens
 
 TOKEN_TYPES = ("spike", "start", "end")
 SPIKE, START, END = range(len(TOKEN_TYPES))
@@ -140,13 +142,15 @@ def concatenate_windows(parts: Sequence[SpikeWindows]) -> SpikeWindows:
                         offsets, np.concatenate([part.starts for part in parts]), parts[0].length)
 
 
-class SpikeTokenizer(nn.Module):
+class SpikeTokenizer(Tokenizer):
     """Unit and token-type embeddings, and the per-session unit lookup tables.
 
     Args:
         dim: token size ``D``.
         init_scale: std of new embedding rows (0.02 as in POYO).
     """
+
+    READS, TIME_UNIT = "spikes", "s"
 
     def __init__(self, dim: int, init_scale: float = 0.02):
         super().__init__()
@@ -185,6 +189,25 @@ class SpikeTokenizer(nn.Module):
         rows, types = decode_token_codes(padded["units"])
         return {"input_times": padded["times"], "input_rows": rows, "input_types": types,
                 "input_mask": padded["mask"]}
+
+    def window_batch(self, session: Session, window_starts: np.ndarray, length: float,
+                     keep_units: np.ndarray | None = None) -> dict[str, Tensor]:
+        """The spike tokens of windows ``[start, start + length)`` of ``session``, as a padded batch.
+
+        Every spike of a (kept) unit is a token, plus a start and an end token per unit; see
+        :func:`add_start_end_tokens` (``keep_units``: unit dropout) and :meth:`collate`.
+
+        Raises:
+            DataError: a unit of the session is not in the vocabulary (the message says how to adapt).
+        """
+        windows = spike_windows(session, window_starts, length)
+        rows = self.unit_rows(session.id, [str(u) for u in session.units.ids])
+        return self.collate(add_start_end_tokens(windows, rows, keep_units))
+
+    def tokens(self, batch) -> Tokens:
+        """One token per spike (and per unit's start and end) of a :meth:`window_batch`: (B, L, D), at
+        their times in seconds from the window start, real where ``input_mask``."""
+        return Tokens(self(batch["input_rows"], batch["input_types"]), batch["input_times"], batch["input_mask"])
 
     def forward(self, rows: Tensor, types: Tensor) -> Tensor:
         """``(B, L)`` vocabulary rows and token types -> ``(B, L, D)`` token vectors.

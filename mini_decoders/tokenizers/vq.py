@@ -40,6 +40,7 @@ from torch.nn import functional as F
 from mini_decoders.nn.attention import TransformerBlock
 from mini_decoders.nn.positions import LearnedPositions
 from mini_decoders.nn.quantize import Quantized, VectorQuantizer
+from mini_decoders.tokenizers.base import Tokenizer, Tokens
 from mini_decoders.tokenizers.bins import BinTokenizer
 
 
@@ -58,7 +59,7 @@ def window_mask(valid: Tensor, window: int) -> Tensor:
     return split_windows(valid, window).any(dim=2)
 
 
-class VQTokenizer(nn.Module):
+class VQTokenizer(Tokenizer):
     """VQ-VAE over windows of binned population activity, one codebook shared by all sessions.
 
     Args:
@@ -76,6 +77,8 @@ class VQTokenizer(nn.Module):
         dropout: dropout in the transformers.
         beta, ema_decay, cosine, restart_threshold, usage_decay: of the :class:`VectorQuantizer`.
     """
+
+    READS, TIME_UNIT = "binned", "window"
 
     def __init__(self, heldin_per_session: list[int], heldout_per_session: list[int], window: int = 2,
                  dim: int = 64, code_dim: int = 16, num_codes: int = 256, encoder_layers: int = 0,
@@ -191,3 +194,13 @@ class VQTokenizer(nn.Module):
     def tokenize(self, heldin: Tensor, session: Tensor, valid: Optional[Tensor] = None) -> Tensor:
         """Counts (B, T, U_in_max) -> codes (B, N) int64, without touching the codebook."""
         return self.quantizer.assign(self.encode(heldin, session, valid))
+
+    def tokens(self, batch) -> Tokens:
+        """One token per window of ``window`` bins: its code's vector (B, N, C), at window positions
+        0..N-1, real where the window holds a real bin. The codebook is not updated (no EMA step)."""
+        valid = batch["time_mask"]
+        window_valid = window_mask(valid, self.window)  # (B, N)
+        quantized = self.quantize(self.encode(batch["heldin"], batch["session_index"], valid), update=False,
+                                  window_valid=window_valid)
+        positions = torch.arange(window_valid.shape[1], device=valid.device).expand(window_valid.shape)
+        return Tokens(quantized.quantized, positions, window_valid)
