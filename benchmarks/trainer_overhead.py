@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from mini_decoders.training.schedule import default_param_groups
-from mini_decoders.training.trainer import TrainConfig, Trainer, select_device
+from mini_decoders.training.device import select_device
+from mini_decoders.training.trainer import TrainConfig, Trainer
 
 BATCH, TOKENS, DIM = 32, 50, 128
 

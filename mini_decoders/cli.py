@@ -19,6 +19,9 @@ from mini_decoders.models.registry import MODELS  # names only: no model (and no
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
+# Each command imports what it runs when it runs (torch, pynwb and the models take seconds to load):
+# the command line parses its arguments, answers --help and handles Ctrl-C before they load.
+
 
 def _sessions(paths: list[str]):
     from mini_decoders.data.nwb import read_nwb

@@ -49,7 +49,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from mini_decoders.data.binning import BinnedTrials
+from mini_decoders.data.binning import BinnedTrials, bin_trials
 from mini_decoders.errors import DataError
 from mini_decoders.metrics import ZERO_RATE_FLOOR, bits_per_spike, condition_trials, psth_r2, r2_score, smooth_spikes
 
@@ -348,8 +348,6 @@ def oracle_task_scores(session, truth, split: str = "test", bin_size: float = 0.
             ``TrueRates.load("<id>_truth.h5")`` next to a file written by ``mini-decoders data synth``).
         split, bin_size: which trials, binned how.
     """
-    from mini_decoders.data.binning import bin_trials
-
     if [str(u) for u in truth.unit_ids] != [str(u) for u in session.units.ids]:
         raise DataError(f"oracle_task_scores: the true rates ({truth.session_id!r}) are for other units than "
                         f"session {session.id!r}; pass the truth file written next to this session")

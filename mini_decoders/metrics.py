@@ -213,6 +213,7 @@ def velocity_r2_from_rates(train_rates: Any, train_vel: Any, eval_rates: Any, ev
     Returns:
         R² on the evaluation rows, uniform over the D outputs.
     """
+    # scikit-learn takes about a second to import; only this decoder needs it
     from sklearn.linear_model import Ridge
     from sklearn.model_selection import GridSearchCV
 

@@ -7,21 +7,15 @@ It mirrors the command line (DESIGN §6), so a notebook needs no shell::
     run.write_predictions(sessions, "PRED.h5")
     scores = run.evaluate(sessions)          # {"sessions": {id: {...}}, "mean": {...}, ...}
 
-A RUN folder holds three files:
-
-- ``config.json``: model name, profile, model config, package and format version, bin size and,
-  per training session, its id, unit ids, held-out flags and behaviour channels;
-- ``checkpoint.pt``: ``torch.save`` of plain values and tensors (``weights_only``-safe); the key
-  ``"model"`` is the ``state_dict`` and ``"run"`` the run's own record (format, extra state);
-- ``metrics.json``: evaluation on the training sessions' test trials plus training statistics.
+A RUN folder holds ``config.json``, ``checkpoint.pt`` and ``metrics.json``
+(:mod:`mini_decoders.run_folder`); a run is scored by :mod:`mini_decoders.scoring`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,16 +29,16 @@ import mini_decoders
 from mini_decoders.data.binning import DEFAULT_BIN_SIZE, BinnedTrials, bin_trials
 from mini_decoders.data.session import Session
 from mini_decoders.errors import DataError, RunError
-from mini_decoders.files import LOCK_NAME, FolderLock, json_default, replacing, write_json_atomic
+from mini_decoders.data.nwb import read_nwb
+from mini_decoders.files import replacing, write_json_atomic
 from mini_decoders.models.base import PREDICTION_KEYS, Decoder, SessionSpec
 from mini_decoders.models.registry import adaptable_models, get_model
 from mini_decoders.scoring import BEHAVIOR, finite_or_none, mean_scores, score_trials
-from mini_decoders.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from mini_decoders.run_folder import (CONFIG_NAME, FORMAT_VERSION, METRICS_NAME, has_checkpoint, history_summary,
+                                      read_config, save_run_checkpoint, writing)
+from mini_decoders.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from mini_decoders.training.device import select_device
 from mini_decoders.training.profiles import resolve_profile
-
-FORMAT_VERSION = 1  # bump when config.json / checkpoint.pt change incompatibly
-CONFIG_NAME = "config.json"
-METRICS_NAME = "metrics.json"
 
 SessionsLike = Session | str | os.PathLike | Iterable[Session | str | os.PathLike]
 
@@ -71,8 +65,6 @@ def as_sessions(sessions: SessionsLike) -> list[Session]:
             raise DataError(f"sessions must be Session objects or NWB paths; got a {type(item).__name__} "
                             f"({item!r:.60})")
         else:
-            from mini_decoders.data.nwb import read_nwb  # pynwb is slow to import; only when a path is given
-
             loaded.append(read_nwb(item))
     if not loaded:
         raise DataError("no sessions given: pass at least one Session or NWB path")
@@ -166,7 +158,7 @@ class Run:
         strings, ``rates_heldin`` / ``rates_heldout`` [n, bins, units] and/or ``hand_vel``
         [n, bins, 2] float32 with NaN padding; attribute ``bin_size_s`` on the file and each group.
         """
-        import h5py
+        import h5py  # slow to import; only writing predictions needs it
 
         path = Path(path)
         if path.is_dir():
@@ -208,8 +200,6 @@ class Run:
         Returns:
             A new :class:`Run` that knows the old and the new sessions.
         """
-        import copy
-
         if mode not in ("units", "full"):
             raise RunError(f"finetune mode must be 'units' or 'full', got {mode!r}")
         if not self.model.ADAPTS:
@@ -240,7 +230,7 @@ class Run:
             check_trial_lengths(session, model.name, model.config)
         torch.manual_seed(int(seed))
         # No resume for fine-tuning: on failure nothing of this call is kept.
-        with _writing(out, keep_resumable=False):
+        with writing(out, keep_resumable=False):
             config = {**self.config, "sessions": [], "model_config": model.config,
                       "finetuned_from": str(self.path) if self.path is not None else None, "finetune_mode": mode}
             started = time.perf_counter()
@@ -249,11 +239,11 @@ class Run:
             config["sessions"] = [spec.to_dict() for spec in model.specs]
             config["model_config"] = model.config
             write_json_atomic(out / CONFIG_NAME, config)
-            _save_run_checkpoint(out, model)
+            save_run_checkpoint(out, model)
             history = history if isinstance(history, dict) else {}
             training = {"train_seconds": train_seconds, "mode": mode,
                         "samples_per_second": history.get("samples", 0) / max(train_seconds, 1e-9),
-                        "history": _history_summary(history)}
+                        "history": history_summary(history)}
             run = Run(out, model.cpu(), config, {"training": training})
             run.metrics = {**run.evaluate(sessions, split="test"), "training": training}
             write_json_atomic(out / METRICS_NAME, run.metrics)
@@ -343,11 +333,11 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
     sessions = as_sessions(sessions)
     _check_trainable(model_class, sessions, {**model_config, **overrides})
 
-    with _writing(out, keep_resumable=True):
+    with writing(out, keep_resumable=True):
         config_path = out / CONFIG_NAME
-        has_checkpoint = _has_checkpoint(out)
+        checkpointed = has_checkpoint(out)
         if config_path.exists() and not resume:
-            if has_checkpoint or (out / METRICS_NAME).exists():
+            if checkpointed or (out / METRICS_NAME).exists():
                 raise RunError(f"{out} already holds a run ({CONFIG_NAME} exists); pass resume=True (--resume) to "
                                "continue it, or choose another --out")
             raise RunError(f"{out} holds an unfinished run with no checkpoint (it was stopped before writing one); "
@@ -361,7 +351,7 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
                   "bin_size": float(model_config.get("bin_size", DEFAULT_BIN_SIZE)),
                   "sessions": [spec.to_dict() for spec in specs]}
         if resume and config_path.exists():
-            previous = _read_config(out)
+            previous = read_config(out)
             if previous["model"] != config["model"] or [s["id"] for s in previous["sessions"]] != [s.id for s in specs]:
                 raise RunError(f"cannot resume {out}: it is a {previous['model']!r} run on sessions "
                                f"{[s['id'] for s in previous['sessions']]}, not {model_class.name!r} on "
@@ -377,7 +367,7 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
             config = previous
             model_config = previous["model_config"]
             model_config.update(overrides)  # e.g. train longer
-        if resume and not has_checkpoint:
+        if resume and not checkpointed:
             # kill -9 (or a power cut) before the first checkpoint: nothing to continue from.
             print(f"note: {out} has no checkpoint to resume from: training starts again from step 0",
                   file=sys.stderr, flush=True)
@@ -388,13 +378,13 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
         write_json_atomic(config_path, config)
 
         started = time.perf_counter()
-        history = net.fit(sessions, model_config, out_dir=out, resume=resume and has_checkpoint, progress=progress)
+        history = net.fit(sessions, model_config, out_dir=out, resume=resume and checkpointed, progress=progress)
         train_seconds = time.perf_counter() - started
-        _save_run_checkpoint(out, net)
+        save_run_checkpoint(out, net)
 
         training = {"train_seconds": train_seconds,
                     "samples_per_second": history.get("samples", 0) / max(train_seconds, 1e-9),
-                    "history": _history_summary(history)}
+                    "history": history_summary(history)}
         run = Run(out, net.cpu(), config, {"training": training})
         scores = run.evaluate(sessions, split="test")
         run.metrics = {**scores, "training": training}
@@ -404,8 +394,6 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
 
 def _checked_overrides(model_class, model_config: dict, device: str | None, max_steps: int | None) -> dict:
     """``device`` and ``max_steps`` as config overrides, refused now if they cannot work."""
-    from mini_decoders.training.trainer import select_device
-
     overrides = {}
     if device is not None:
         select_device(str(device))  # unknown or unavailable devices fail here, before anything is written
@@ -467,102 +455,6 @@ def check_trial_lengths(session: Session, model_name: str, model_config: dict) -
                         f"{key}")
 
 
-def _has_checkpoint(folder: Path) -> bool:
-    """Whether a Trainer left something to resume from in ``folder`` (or a stage's subfolder)."""
-    return folder.is_dir() and any(folder.rglob(CHECKPOINT_NAME))
-
-
-@contextlib.contextmanager
-def _writing(out: Path, *, keep_resumable: bool):
-    """Hold ``out`` as this process's RUN folder: created if needed, locked, cleaned up on failure.
-
-    On any failure (Ctrl-C included) the files and folders this call added are removed, unless
-    ``keep_resumable`` and a checkpoint exists to resume from; the folder itself goes too when this
-    call created it. Anything that was in the folder before is never touched.
-    """
-    if out.exists() and not out.is_dir():
-        raise RunError(f"--out {out} exists and is not a folder; a RUN is a folder ({CONFIG_NAME}, "
-                       f"{CHECKPOINT_NAME}, {METRICS_NAME}): choose another --out")
-    try:
-        out.mkdir(parents=True)
-        created = True
-    except FileExistsError:
-        created = False
-    try:
-        lock = FolderLock(out, "run folder").acquire()
-    except BaseException:
-        if created:
-            _remove_quietly(out)  # only when still empty: another writer may have claimed it meanwhile
-        raise
-    before = {path.name for path in out.iterdir()}
-    try:
-        yield
-    except BaseException:
-        if not (keep_resumable and _has_checkpoint(out)):
-            for path in out.iterdir():
-                if path.name not in before and path.name != LOCK_NAME:
-                    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        lock.release()
-        if created:
-            _remove_quietly(out)
-        raise
-    lock.release()
-
-
-def _remove_quietly(folder: Path) -> None:
-    """Remove ``folder`` if it is empty (anything inside means someone else is using it)."""
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
-
-
-def _history_summary(history: dict) -> dict:
-    """What of a fit's history goes into metrics.json: per-session choices and the last log line."""
-    summary = {k: v for k, v in history.items() if k != "records"}
-    records = history.get("records", [])
-    if records and "session" in records[0]:
-        summary["sessions"] = records  # closed-form fits: one small record per session
-    elif records:
-        summary["steps"] = len(records)
-        summary["last"] = records[-1]
-    return json.loads(json.dumps(summary, default=json_default))
-
-
-def _save_run_checkpoint(out: Path, net: Decoder) -> None:
-    """Add the run's record to ``checkpoint.pt`` (keeping what a Trainer stored there for resuming)."""
-    path = out / CHECKPOINT_NAME
-    payload = load_checkpoint(path) if path.exists() else {}
-    # non-tensor entries (a vocabulary's ids kept as extra state) are plain python: kept as they are
-    payload["model"] = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in net.state_dict().items()}
-    payload["run"] = {"format_version": FORMAT_VERSION, "model": net.name, "extra_state": net.extra_state()}
-    save_checkpoint(path, payload)
-
-
-def _read_config(path: Path) -> dict:
-    config_path = path / CONFIG_NAME
-    if not config_path.is_file():
-        raise RunError(f"{path} is not a run folder: {CONFIG_NAME} is missing (a RUN folder holds {CONFIG_NAME}, "
-                       f"{CHECKPOINT_NAME} and {METRICS_NAME}; train one with `mini-decoders train MODEL --data ... "
-                       f"--out {path}`)")
-    try:
-        config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RunError(f"{config_path} is not valid JSON ({error}); the run folder is damaged, retrain it") from None
-    if not isinstance(config, dict):
-        raise RunError(f"{config_path}: expected a JSON object, found {type(config).__name__}")
-    version = config.get("format_version")
-    if version != FORMAT_VERSION:
-        raise RunError(f"{config_path}: run format version {version!r} is not supported by mini-decoders "
-                       f"{mini_decoders.__version__}, which reads format version {FORMAT_VERSION}; the run was written "
-                       f"by mini-decoders {config.get('package_version', 'unknown')}: retrain it with this version, "
-                       "or load it with the version that wrote it")
-    missing = [key for key in ("model", "model_config", "sessions") if key not in config]
-    if missing:
-        raise RunError(f"{config_path}: missing field(s) {missing}; the run folder is damaged, retrain it")
-    return config
-
-
 def load_run(path: str | os.PathLike) -> Run:
     """Load a RUN folder written by :func:`train`.
 
@@ -575,7 +467,7 @@ def load_run(path: str | os.PathLike) -> Run:
     if not path.is_dir():
         raise RunError(f"run folder {path} does not exist; train one with `mini-decoders train MODEL --data ... "
                        f"--out {path}` (or `mini_decoders.train(...)`)")
-    config = _read_config(path)
+    config = read_config(path)
     model_class = get_model(config["model"])
     try:
         specs = [SessionSpec.from_dict(s) for s in config["sessions"]]

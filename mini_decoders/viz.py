@@ -10,13 +10,14 @@ import numpy as np
 
 from mini_decoders.data.binning import DEFAULT_BIN_SIZE, BinnedTrials, bin_intervals, n_full_bins
 from mini_decoders.data.session import Session
+from mini_decoders.metrics import smooth_spikes
 from mini_decoders.tokenizers.patches import group_into_patches
 
 HELDIN_COLOR, HELDOUT_COLOR = "#1f4e79", "#c0504d"
 
 
 def _axes(ax):
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # only drawing needs it; importing the package must not need a display
 
     return plt.subplots(figsize=(7, 3.5))[1] if ax is None else ax
 
@@ -55,8 +56,6 @@ def plot_psth(binned: BinnedTrials, unit: int, ax=None, conditions: list[str] | 
     Args:
         smooth_sd: standard deviation (s) of the Gaussian that smooths each PSTH; 0 = none.
     """
-    from mini_decoders.metrics import smooth_spikes
-
     ax = _axes(ax)
     conditions = sorted(set(binned.condition.tolist())) if conditions is None else conditions
     time_ms = (np.arange(binned.counts.shape[1]) + 0.5) * binned.bin_size * 1000
@@ -89,7 +88,7 @@ def token_counts(session: Session, bin_size: float = DEFAULT_BIN_SIZE, neurons_p
 def plot_token_views(session: Session, trial: int, bin_size: float = DEFAULT_BIN_SIZE, neurons_per_token: int = 32,
                      fig=None):
     """The same trial as four kinds of token: spikes, bins, patches and (later) learned codes."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # see _axes
 
     fig = plt.figure(figsize=(13, 3.6)) if fig is None else fig
     axes = fig.subplots(1, 4)

@@ -33,7 +33,7 @@ def block_diagram(blocks: Sequence[BlockSpec], arrows: Sequence[ArrowSpec], ax=N
     Raises:
         ValueError: an arrow names a block that is not in ``blocks``.
     """
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # only drawing needs it; importing the package must not need a display
     from matplotlib.patches import FancyBboxPatch
 
     if ax is None:

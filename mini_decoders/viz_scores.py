@@ -121,7 +121,7 @@ def plot_velocity_traces(true_velocity: np.ndarray, predictions: Mapping[str, np
     if len(channel_names) < n_channels:
         raise DataError(f"plot_velocity_traces: {len(channel_names)} channel names for {n_channels} channels")
     if axes is None:
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # see _axes
 
         axes = plt.subplots(1, n_channels, figsize=(4.5 * n_channels, 3.0), sharey=True)[1]
     axes = np.atleast_1d(axes)

@@ -12,7 +12,8 @@ from mini_decoders.data.binning import bin_trials
 from mini_decoders.data.simulate import simulate
 from mini_decoders.errors import RunError
 from mini_decoders.models.base import SessionSpec
-from mini_decoders.models.poyo import POYO, WindowSampler, phase_weights, stitching_windows
+from mini_decoders.models.poyo import POYO, WindowSampler
+from mini_decoders.models.poyo_windows import phase_weights, stitching_windows
 from mini_decoders.tokenizers.spikes import (END, SPIKE, START, SpikeTokenizer, add_start_end_tokens,
                                              decode_token_codes, encode_token_codes, triangular_unit_counts,
                                              unit_dropout)

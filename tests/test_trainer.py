@@ -19,8 +19,9 @@ from mini_decoders.training.checkpoint import load_checkpoint, save_checkpoint
 from mini_decoders.training.distributed import WorldInfo, local_batch_slice
 from mini_decoders.training.profiles import PROFILE_ENV_VAR, config_for, resolve_profile
 from mini_decoders.training.schedule import default_param_groups, lr_at, lr_mult_groups
-from mini_decoders.training.trainer import (History, TrainConfig, Trainer, _StepBatches, select_device,
-                                         select_precision)
+from mini_decoders.training.device import select_device, select_precision
+from mini_decoders.training.history import History
+from mini_decoders.training.trainer import TrainConfig, Trainer, _StepBatches
 
 matplotlib.use("Agg")
 N_FEATURES = 8

@@ -228,7 +228,8 @@ def _config(**overrides):
 
 
 def test_masked_code_loss_scores_only_hidden_tokens(dataset):
-    from mini_decoders.models.vq import VQ, collate_codes, random_window_mask
+    from mini_decoders.models.code_transformer import collate_codes, random_window_mask
+    from mini_decoders.models.vq import VQ
 
     torch.manual_seed(0)
     model = VQ.build(dataset.sessions, _config()).eval()
@@ -373,7 +374,7 @@ def test_cli_trains_vq_and_writes_predictions(tmp_path):
 
 
 def test_tied_code_head_scores_codes_by_distance_in_codebook_space():
-    from mini_decoders.models.vq import CodeTransformer
+    from mini_decoders.models.code_transformer import CodeTransformer
 
     torch.manual_seed(0)
     model = CodeTransformer(4, 10, 1, 8, 1, 2, 0.0, 16, 2, per_code_embedding=False, tied_head=True)
@@ -410,7 +411,8 @@ def test_behaviour_stage_starts_from_the_code_model_and_leaves_tokenizer_and_cod
 # The paper's recipe (LaBraM's): count tokens, codes only as targets, symmetric masking
 
 def _count_batch(dataset, **overrides):
-    from mini_decoders.models.vq import VQ, collate_codes
+    from mini_decoders.models.code_transformer import collate_codes
+    from mini_decoders.models.vq import VQ
 
     torch.manual_seed(0)
     config = {**VQ.recipe_config("tiny", "paper"), "seed": 0, "device": "cpu", "precision": "fp32", **overrides}
@@ -420,7 +422,7 @@ def _count_batch(dataset, **overrides):
 
 
 def test_count_tokens_of_hidden_windows_never_reach_the_code_model(dataset):
-    from mini_decoders.models.vq import random_window_mask
+    from mini_decoders.models.code_transformer import random_window_mask
 
     model, batch = _count_batch(dataset)
     assert model.reads_counts and batch["windows"].shape[:2] == batch["codes"].shape
@@ -440,7 +442,7 @@ def test_count_tokens_of_hidden_windows_never_reach_the_code_model(dataset):
 
 
 def test_masked_code_loss_scores_each_pass_on_its_hidden_windows(dataset):
-    from mini_decoders.models.vq import random_window_mask
+    from mini_decoders.models.code_transformer import random_window_mask
 
     model, batch = _count_batch(dataset)
     hidden = random_window_mask(batch["window_valid"], 0.5, torch.Generator().manual_seed(0))

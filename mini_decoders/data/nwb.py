@@ -63,6 +63,7 @@ def write_nwb(session: Session, path: str | os.PathLike) -> Path:
     Returns:
         The path written.
     """
+    # pynwb and hdmf take seconds to import: only the functions that read or write NWB load them
     from hdmf.common import VectorData, VectorIndex
     from pynwb import NWBHDF5IO, NWBFile, ProcessingModule
     from pynwb import TimeSeries as NWBTimeSeries
@@ -183,7 +184,7 @@ def read_nwb(path: str | os.PathLike) -> Session:
 
 def _load(path: Path) -> tuple[Session, list[str]]:
     """The Session in ``path`` and a list of human-readable notes on what the file lacks."""
-    from pynwb import NWBHDF5IO
+    from pynwb import NWBHDF5IO  # slow to import: see write_nwb
 
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -350,7 +351,7 @@ def _read_trials(table, path: Path) -> Trials:
 
 def _read_behavior(nwbfile, path: Path) -> dict[str, TimeSeries]:
     """Every TimeSeries in processing/behavior, directly or inside containers (Position, ...)."""
-    from pynwb import TimeSeries as NWBTimeSeries
+    from pynwb import TimeSeries as NWBTimeSeries  # slow to import: see write_nwb
 
     behavior = {}
     for module_name, module in nwbfile.processing.items():

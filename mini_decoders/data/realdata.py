@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from mini_decoders.data.nwb import read_nwb
 from mini_decoders.data.registry import DandiEntry, fetch, get_entry
 from mini_decoders.data.session import Session, Trials, Units
 from mini_decoders.errors import DataError
@@ -250,8 +251,6 @@ def load_pynapple(cache: str | Path | None = None) -> Session:
     Read through the package's NWB reader, which warns (not fails) about the missing trials
     and behaviour, as it must for files written by other software.
     """
-    from mini_decoders.data.nwb import read_nwb  # imported here: the NWB layer sits beside, not below, this one
-
     return read_nwb(fetch("pynapple_nwb", cache)[0])
 
 
@@ -276,7 +275,5 @@ def load(name: str, cache: str | Path | None = None) -> list[Session]:
         if not paths:
             raise DataError(f"{name}: no NWB files in {entry.local_dir(cache)}; download them first with "
                             f"`python data_scripts/fetch_nlb.py --name {name}` ({entry.url})")
-        from mini_decoders.data.nwb import read_nwb
-
         return [read_nwb(path) for path in paths]
     raise DataError(f"load: no loader for registered dataset {name!r}")

@@ -207,7 +207,7 @@ class TrueRates:
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
         """Write to HDF5 atomically (temp file in the same folder, then rename)."""
-        import h5py
+        import h5py  # slow to import; simulating needs no file
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -228,7 +228,7 @@ class TrueRates:
     @classmethod
     def load(cls, path: str | Path) -> "TrueRates":
         """Read a file written by :meth:`save`."""
-        import h5py
+        import h5py  # slow to import; simulating needs no file
 
         path = Path(path)
         if not path.is_file():

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mini_decoders.data.nwb import write_nwb
 from mini_decoders.data.simulate import simulate
+from mini_decoders.errors import DataError
 from mini_decoders.files import write_text_atomic
 
 
@@ -24,8 +25,6 @@ def write_synthetic(out: str | Path, n_sessions: int = 3, seed: int = 0, n_trial
         ``<session id>_truth.h5`` beside it and ``<out>/simulation.json`` records every simulator setting.
     """
     if n_sessions < 1:
-        from mini_decoders.errors import DataError
-
         raise DataError(f"data synth: --sessions must be >= 1, got {n_sessions}")
     if n_trials is not None:
         simulate_kwargs["n_trials"] = n_trials

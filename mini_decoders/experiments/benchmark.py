@@ -68,7 +68,7 @@ from mini_decoders.metrics import METRICS, SCORED_BY
 from mini_decoders.models.registry import MODELS, adaptable_models, classic_baseline, get_model
 from mini_decoders.run import as_sessions, load_run, train
 from mini_decoders.training.profiles import resolve_profile
-from mini_decoders.training.trainer import select_device
+from mini_decoders.training.device import select_device
 
 # The classic baseline of each judged metric (NLB's smoothing for bits/spike, the Wiener filter for
 # velocity R²), as the models' own BASELINE says.
@@ -372,7 +372,8 @@ def run_benchmark(data: Sequence[str | Path] | None = None, models: str | Sequen
                                                     seed=seed, device=device, threads=threads, progress=False,
                                                     log=log, **options)
         else:
-            say(f"transfer: skipped, none of {names} adapts to new sessions (those that do: {', '.join(adaptable_models())})")
+            say(f"transfer: skipped, none of {names} adapts to new sessions "
+                f"(those that do: {', '.join(adaptable_models())})")
     if json_path is not None:
         json_path = Path(json_path)
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -132,7 +132,7 @@ def plot_benchmark(table: dict, path: str | Path | None = None, axes=None):
 
 def _plain_log_axis(ax, which: str = "x") -> None:
     """Log scale with tick labels written as plain numbers (0.5, 1, 2) instead of powers of ten."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # see the module docstring
 
     axis = ax.xaxis if which == "x" else ax.yaxis
     (ax.set_xscale if which == "x" else ax.set_yscale)("log")

@@ -26,6 +26,7 @@ from mini_decoders.errors import DataError
 from mini_decoders.metrics import bits_per_spike, r2_score, smooth_spikes
 from mini_decoders.models.base import Decoder, SessionSpec
 from mini_decoders.training.profiles import CHECKPOINT_SECONDS
+from mini_decoders.training.trainer import TrainConfig, Trainer
 
 BEHAVIOR = "hand_vel"  # what the decoders predict; PRED.h5 and the metrics use this name
 
@@ -474,8 +475,6 @@ class GRUDecoder(Decoder):
 
     def fit(self, sessions: list[Session], config: dict, *, out_dir: Path | None = None, resume: bool = False,
             progress: bool = True) -> dict:
-        from mini_decoders.training.trainer import TrainConfig, Trainer
-
         for session in sessions:  # standardisation statistics from the train trials
             index, _ = self.spec_for(session)
             velocity = bin_trials(session, self.bin_size, split="train", behavior=(BEHAVIOR,),

@@ -68,6 +68,8 @@ from mini_decoders.models.base import SessionSpec
 from mini_decoders.models.ndt1 import NDT1, collate_trials, context_window_mask
 from mini_decoders.models.recipes import Departure
 from mini_decoders.nn.losses import poisson_nll_terms
+from mini_decoders.training.schedule import default_param_groups
+from mini_decoders.training.trainer import TrainConfig, Trainer
 
 PROMPTS = ("neuron", "causal", "intra_region", "inter_region", "temporal", "random")  # one prompt row each
 MASK_MODES = {"all": ("neuron", "causal", "intra_region", "inter_region"),  # the paper's MtM
@@ -437,8 +439,6 @@ class MtM(NDT1):
 
     def _train(self, sessions: list[Session], train_config: dict, *, out_dir: Path | None, resume: bool,
                progress: bool, param_groups: list[dict] | None = None) -> dict:
-        from mini_decoders.training.trainer import TrainConfig, Trainer
-
         train_items = [item for session in sessions for item in self._trial_items(session, "train")]
         if not train_items:
             raise DataError(f"mtm: no train trials in sessions {[s.id for s in sessions]} (trials.split)")
@@ -557,8 +557,6 @@ class MtM(NDT1):
             # Old rows get no gradient (their sessions are not in the batches); no decay keeps them exact.
             groups = [{"params": per_session, "lr_mult": 1.0, "weight_decay": 0.0}]
         else:
-            from mini_decoders.training.schedule import default_param_groups
-
             ids = {id(p) for p in per_session}
             shared = [g for g in default_param_groups(self, float(train_config["weight_decay"]))]
             groups = [{**g, "params": [p for p in g["params"] if id(p) not in ids]} for g in shared]

@@ -40,6 +40,7 @@ from mini_decoders.nn.attention import TransformerBlock, attention_weights
 from mini_decoders.nn.losses import poisson_nll_terms
 from mini_decoders.tokenizers.bins import BinTokenizer
 from mini_decoders.training.profiles import CHECKPOINT_SECONDS
+from mini_decoders.training.trainer import TrainConfig, Trainer
 
 
 def context_window_mask(n_bins: int, context_forward: int | None, context_backward: int | None,
@@ -296,8 +297,6 @@ class NDT1(Decoder):
     # ------------------------------------------------------------------ training
     def fit(self, sessions: list[Session], config: dict, *, out_dir: Path | None = None, resume: bool = False,
             progress: bool = True) -> dict:
-        from mini_decoders.training.trainer import TrainConfig, Trainer
-
         train_items = [item for session in sessions for item in self._trial_items(session, "train")]
         if not train_items:
             raise DataError(f"ndt1: no train trials in sessions {[s.id for s in sessions]} (trials.split)")

@@ -25,12 +25,14 @@ The model, top-down:
    weights instead of towards zero, if its val trials say so (``finetune_glm_prior="subject"``).
    A session without held-out units has no held-out patches (and ``rates_heldout`` with 0 units);
    when no session has any, the held-in infilling bits/spike of the val trials picks the step.
+   These read-outs are in :mod:`mini_decoders.models.ndt2_heldout`.
 4. **Supervised fine-tuning** (:meth:`NDT2.finetune`, ``mode="full"``): a behaviour head
    (one learned query per time bin plus its time embedding, one transformer block over
    [encoder outputs ; queries], ``Linear(D, 2)``) decodes hand velocity with MSE, the encoder seeing
    every held-in token. New context rows for the new session; 10x learning rate for new parameters
    and all context embeddings; layer-wise learning-rate decay 0.75 (the MAE recipe).
-   ``mode="units"`` learns only the new context rows, everything else frozen bit for bit.
+   ``mode="units"`` learns only the new context rows, everything else frozen bit for bit
+   (:mod:`mini_decoders.models.ndt2_finetune`).
 
 At prediction every held-in token must be infilled once, so ``ceil(1 / mask_ratio)`` passes with
 complementary hidden sets give the held-in rates; held-out rates (and velocity) come from one
@@ -55,15 +57,15 @@ from mini_decoders.data.session import Session
 from mini_decoders.errors import DataError, RunError
 from mini_decoders.metrics import bits_per_spike, r2_score
 from mini_decoders.models.base import Decoder, SessionSpec
+from mini_decoders.models.ndt2_finetune import FINETUNE_POOLED_LR_MULT, FINETUNE_VALIDATIONS, FineTuning
+from mini_decoders.models.ndt2_heldout import FINETUNE_GLM_PRIOR, HeldoutReadout
 from mini_decoders.models.recipes import Departure
 from mini_decoders.nn.attention import TransformerBlock
 from mini_decoders.nn.losses import poisson_nll_terms
 from mini_decoders.nn.positions import LearnedPositions
-from mini_decoders.nn.temporal_kernel import TemporalKernel
 from mini_decoders.nn.vocab import GrowingVocabEmbedding
 from mini_decoders.tokenizers.patches import PatchTokenizer, PatchTokens
 from mini_decoders.training.profiles import CHECKPOINT_SECONDS
-from mini_decoders.training.schedule import lr_mult_groups
 from mini_decoders.training.trainer import TrainConfig, Trainer
 
 BEHAVIOR = "hand_vel"
@@ -74,8 +76,9 @@ _TRAIN = dict(bin_size=0.02, lag=0.1, neurons_per_token=32, max_count=20, max_ti
               max_heldout_patches=4, spike_embed_style="token", causal=False, weight_decay=0.01, min_lr_ratio=0.1,
               grad_clip=1.0, precision="auto", device="auto", log_every=10, checkpoint_every=None, num_workers=0,
               checkpoint_seconds=None,
-              behavior_weight=0.0, finetune_lr_scale=0.5, new_param_lr_mult=10.0, finetune_pooled_lr_mult=0.1,
-              finetune_validations=20, finetune_glm_prior="subject", layer_decay=0.75, unit_bias=True,
+              behavior_weight=0.0, finetune_lr_scale=0.5, new_param_lr_mult=10.0,
+              finetune_pooled_lr_mult=FINETUNE_POOLED_LR_MULT, finetune_validations=FINETUNE_VALIDATIONS,
+              finetune_glm_prior=FINETUNE_GLM_PRIOR, layer_decay=0.75, unit_bias=True,
               heldout_readout="pooled", heldout_kernel_bins=9, heldout_skip=False, skip_init="zero", skip_learned=True,
               skip_glm_alphas=(1e-3, 1e-2, 1e-1))
 
@@ -119,7 +122,7 @@ def context_attention_mask(is_context: torch.Tensor, time: torch.Tensor, causal:
 # ================================================================================================
 # The model
 
-class NDT2(Decoder):
+class NDT2(HeldoutReadout, FineTuning, Decoder):
     """Neural Data Transformer 2: patch tokens, MAE, context tokens, multi-session pretraining.
 
     Config (``CONFIGS``): ``dim`` D, ``layers``/``heads``/``ffn_mult``/``dropout``/``pre_norm`` of
@@ -221,60 +224,7 @@ class NDT2(Decoder):
         self.decoder = nn.ModuleList([block() for _ in range(int(c["decoder_layers"]))])
         self.decoder_norm = nn.LayerNorm(dim) if c["pre_norm"] else nn.Identity()
         self.rate_readout = nn.Linear(dim, self.neurons_per_token)  # log-rate of each neuron of a patch
-        # Our addition (``unit_bias``): each session's neurons get their own log-rate offset, started at
-        # the neuron's mean training count. The shared read-out then only has to express how a neuron
-        # deviates from its mean, not *which* neuron sits at a patch slot and how often it fires: on
-        # a few hundred trials, learning that through the space and context embeddings costs most of
-        # the budget. One row per session, keyed by session id like the context tokens.
-        self.n_space = int(c["max_heldin_patches"]) + int(c["max_heldout_patches"])
-        self.unit_bias_vocab = GrowingVocabEmbedding(self.n_space * self.neurons_per_token, init_scale=0.0) \
-            if c.get("unit_bias", False) else None
-        if self.unit_bias_vocab is not None:
-            self.unit_bias_vocab.extend([spec.id for spec in self.specs])  # zeros until fit sees the data
-        # Our addition (``heldout_readout="pooled"``): held-out neurons are read from the decoder's
-        # held-in tokens of each bin (their mean, smoothed over time by a learned kernel that starts
-        # as a Gaussian), through a per-session linear read-out, instead of being infilled from a
-        # mask token. Infilling a patch of neurons the model has never seen, from attention alone,
-        # does not get off the ground in a few hundred steps (measured: co-bps ~0.0 vs smoothing's
-        # 0.29); the pooled read-out starts where chapter 2's smoothing + GLM starts.
-        self.heldout_slots = int(c["max_heldout_patches"]) * self.neurons_per_token
-        self.pooled_heldout = c.get("heldout_readout", "infill") == "pooled"
-        if c.get("heldout_readout", "infill") not in ("infill", "pooled"):
-            raise RunError(f"ndt2: heldout_readout must be 'infill' or 'pooled', got {c.get('heldout_readout')!r}")
-        if self.pooled_heldout:
-            self.heldout_kernel = TemporalKernel(dim, int(c.get("heldout_kernel_bins", 9)))
-            # With the skip started at the GLM (``skip_init="glm"``) this path starts at zero, so a
-            # session's first held-out rates are exactly the GLM's (random rows would add noise that
-            # a new session's few trials must first learn away).
-            start_at_zero = bool(c.get("heldout_skip", False)) and c.get("skip_init", "zero") == "glm"
-            self.heldout_weight_vocab = GrowingVocabEmbedding(dim * self.heldout_slots,
-                                                              init_scale=0.0 if start_at_zero else 0.01)
-            self.heldout_weight_vocab.extend([spec.id for spec in self.specs])
-        # Our addition (``heldout_skip``, with the pooled read-out): a linear skip from the visible
-        # held-in counts, smoothed over time, to the held-out log-rates, one weight matrix per
-        # session, starting at zero. It is chapter 2's smoothing + GLM baseline as a path inside
-        # the model, so the transformer only has to add what smoothing misses (as NDT1's kernel).
-        self.heldin_slots = int(c["max_heldin_patches"]) * self.neurons_per_token
-        self.heldout_skip = bool(c.get("heldout_skip", False))
-        if self.heldout_skip and not self.pooled_heldout:
-            raise RunError("ndt2: heldout_skip needs heldout_readout='pooled'")
-        # ``skip_init="glm"``: a new session's skip weights (and its held-out neurons' offsets) start
-        # at the Poisson GLM fitted to its train trials, with the penalty from ``skip_glm_alphas``
-        # that scores best on its val trials: the model starts where chapter 2's baseline ends,
-        # instead of learning that GLM by gradient steps from a few dozen trials.
-        # ``skip_learned=False`` keeps those GLM weights fixed: the skip is then exactly a smoothing +
-        # GLM baseline, and every gradient step goes to what the transformer adds to it.
-        if c.get("skip_init", "zero") not in ("zero", "glm"):
-            raise RunError(f"ndt2: skip_init must be 'zero' or 'glm', got {c.get('skip_init')!r}")
-        if self.finetune_glm_prior not in ("subject", "none"):
-            raise RunError(f"ndt2: finetune_glm_prior must be 'subject' or 'none', got {self.finetune_glm_prior!r}")
-        self.skip_learned = bool(c.get("skip_learned", True))
-        if not self.skip_learned and c.get("skip_init", "zero") != "glm":
-            raise RunError("ndt2: skip_learned=False needs skip_init='glm' (a fixed skip of zeros does nothing)")
-        if self.heldout_skip:
-            self.skip_kernel = TemporalKernel(1, int(c.get("heldout_kernel_bins", 9)))
-            self.skip_weight_vocab = GrowingVocabEmbedding(self.heldin_slots * self.heldout_slots, init_scale=0.0)
-            self.skip_weight_vocab.extend([spec.id for spec in self.specs])
+        self._build_heldout_readout(dim)
         # Behaviour head (trained by finetune(mode="full") or fit with behavior_weight > 0).
         self.behavior_query = nn.Parameter(torch.randn(dim) * 0.02)
         self.behavior_time = LearnedPositions(int(c["max_time_bins"]), dim)
@@ -394,63 +344,6 @@ class NDT2(Decoder):
             out["velocity"] = self.decode_behavior(enc, batch["time_mask"])
         return out
 
-    def pooled_heldout_log_rates(self, decoded: torch.Tensor, tokens: PatchTokens, is_heldout: torch.Tensor,
-                                 visible: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Held-out log-rates from the mean decoded held-in token of each bin (``heldout_readout="pooled"``).
-
-        Args:
-            decoded: (B, L, D) decoder outputs in grid order.
-            tokens: the batch's :class:`PatchTokens`; is_heldout, visible: (B, L) bool.
-        Returns:
-            (B, L, n): for each held-out token, its neurons' log-rates (other rows are meaningless).
-        """
-        batch_size, _, dim = decoded.shape
-        n_bins, n = batch["time_mask"].shape[1], self.neurons_per_token
-        time = tokens.time.clamp(0, n_bins - 1)  # (B, L)
-        weights = (tokens.real & ~is_heldout).to(decoded.dtype)[..., None]  # (B, L, 1): held-in tokens only
-        sums = decoded.new_zeros(batch_size, n_bins, dim).scatter_add_(1, time[..., None].expand(-1, -1, dim),
-                                                                      decoded * weights)
-        counts = decoded.new_zeros(batch_size, n_bins, 1).scatter_add_(1, time[..., None], weights)
-        per_bin = self.heldout_kernel(sums / counts.clamp_min(1.0), batch["time_mask"],
-                                      bool(self.config["causal"]))  # (B, T, D)
-        weight = self.heldout_weight_vocab(batch["context"][:, 0]).view(batch_size, dim, self.heldout_slots)
-        per_slot = torch.einsum("btd,bds->bts", per_bin, weight.to(per_bin.dtype))  # (B, T, slots)
-        if self.heldout_skip:
-            per_slot = per_slot + self.skip_log_rates(tokens, is_heldout, visible, batch)
-        # held-out token (t, p), channel j is held-out unit slot (p - first held-out patch) * n + j
-        slot = (tokens.space - int(self.config["max_heldin_patches"])).clamp(min=0)[..., None] * n \
-            + torch.arange(n, device=decoded.device)  # (B, L, n)
-        rows = torch.arange(batch_size, device=decoded.device)[:, None, None]
-        return per_slot[rows, time[..., None], slot.clamp(max=self.heldout_slots - 1)]
-
-    def smooth_counts(self, counts: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
-        """(B, T, U) counts, (B, T, U) bool shown -> (B, T, U): each neuron's shown counts smoothed
-        over time by the skip's kernel, normalised over the shown bins."""
-        batch_size, n_bins, n_units = counts.shape
-        series = counts.transpose(1, 2).reshape(-1, n_bins, 1)  # (B*U, T, 1): one series per neuron
-        smoothed = self.skip_kernel(series, shown.transpose(1, 2).reshape(-1, n_bins), bool(self.config["causal"]),
-                                    normalise=True)
-        return smoothed.view(batch_size, n_units, n_bins).transpose(1, 2)
-
-    def skip_log_rates(self, tokens: PatchTokens, is_heldout: torch.Tensor, visible: torch.Tensor,
-                       batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The ``heldout_skip`` path: visible held-in counts, smoothed over time -> (B, T, held-out slots).
-
-        Hidden tokens' counts never enter: the smoothing is normalised over the visible bins of each
-        neuron (:class:`TemporalKernel` with ``normalise``), so at prediction, with every token
-        visible, it is plain Gaussian-like smoothing of the held-in spikes.
-        """
-        batch_size, n_bins = batch["time_mask"].shape
-        n_heldin = int((~is_heldout[0]).sum())
-        n_patches, n = n_heldin // n_bins, self.neurons_per_token
-        counts = tokens.counts[:, :n_heldin].to(torch.float32).view(batch_size, n_bins, n_patches * n)  # (B, T, U)
-        shown = (visible[:, :n_heldin, None] & tokens.channel_mask[:, :n_heldin]).view(batch_size, n_bins, -1)
-        smoothed = self.smooth_counts(counts, shown)  # (B, T, U)
-        weight = self.skip_weight_vocab(batch["context"][:, 0]).view(batch_size, self.heldin_slots, self.heldout_slots)
-        if not self.skip_learned:
-            weight = weight.detach()
-        return torch.einsum("btu,bus->bts", smoothed, weight[:, :n_patches * n].to(smoothed.dtype))
-
     def decode_behavior(self, enc: dict[str, Any], time_mask: torch.Tensor) -> torch.Tensor:
         """One learned query per time bin reads the encoder outputs (of :meth:`encode`) -> (B, T, 2)."""
         context_out, encoded, encoder_valid, encoder_time = (enc[k] for k in ("context", "encoded", "encoder_valid",
@@ -535,99 +428,6 @@ class NDT2(Decoder):
         self.subject_vocab.extend([self.session_info[s.id]["subject"] for s in sessions])
         self.task_vocab.extend([self.session_info[s.id]["task"] for s in sessions])
 
-    @torch.no_grad()
-    def _init_unit_bias(self, sessions: list[Session]) -> None:
-        """Start the ``unit_bias_vocab`` rows of ``sessions``: log mean train count per bin of each neuron."""
-        n = self.neurons_per_token
-        for session in sessions:
-            spec = self.specs[self.session_index[session.id]]
-            binned = bin_trials(session, self.bin_size, split="train", behavior=())
-            if not binned.mask.any():
-                continue  # no train trials: the row stays 0 and is learned
-            mean = binned.counts[binned.mask].mean(0)  # (U,)
-            row = np.zeros(self.n_space * n, dtype=np.float32)
-            offset = int(self.config["max_heldin_patches"]) * n
-            row[:spec.n_heldin] = np.log(np.clip(mean[spec.heldin_index], 1e-3, None))
-            row[offset:offset + spec.n_heldout] = np.log(np.clip(mean[spec.heldout_index], 1e-3, None))
-            index = int(self.unit_bias_vocab.index([session.id])[0])
-            self.unit_bias_vocab.weight[index] = torch.from_numpy(row).to(self.unit_bias_vocab.weight.device)
-
-    @torch.no_grad()
-    def skip_features(self, binned: BinnedTrials, spec: SessionSpec) -> np.ndarray:
-        """(N, T, U_in) held-in counts smoothed by the skip's kernel, every bin visible (as at prediction)."""
-        device = self.skip_kernel.weight.device
-        counts = torch.from_numpy(binned.counts[..., spec.heldin_index].astype(np.float32)).to(device)  # (N, T, U_in)
-        valid = torch.from_numpy(np.ascontiguousarray(binned.mask)).to(device)  # (N, T)
-        return self.smooth_counts(counts, valid[..., None].expand_as(counts)).float().cpu().numpy()
-
-    @torch.no_grad()
-    def _init_skip_from_glm(self, sessions: list[Session], known: list[str] = ()) -> None:
-        """Start the skip rows of ``sessions`` at a Poisson GLM fitted on their train trials (see ``skip_init``).
-
-        ``known``: sessions the model was trained on before. With ``finetune_glm_prior="subject"``, a
-        known session of the same subject with as many held-in and held-out units (the same array,
-        recorded another day) offers its skip weights as the centre of the GLM's penalty instead of
-        zero; the val trials choose between every such centre and zero, with the penalty.
-        """
-        from mini_decoders.models.baselines import best_on_path, poisson_glm_path
-
-        offset = int(self.config["max_heldin_patches"]) * self.neurons_per_token
-        for session in sessions:
-            spec = self.specs[self.session_index[session.id]]
-            fit = bin_trials(session, self.bin_size, split="train", behavior=())
-            if spec.n_heldout == 0 or not fit.mask.any():
-                continue  # nothing to predict, or no trials to fit: the row stays 0 and is learned
-            fit_x, fit_y = self.skip_features(fit, spec)[fit.mask], fit.counts[..., spec.heldout_index][fit.mask]
-            tune = bin_trials(session, self.bin_size, split="val", behavior=()) if "val" in session.trials.split else None
-            tune_x = tune_y = None
-            if tune is not None and tune.mask.any():
-                tune_x, tune_y = self.skip_features(tune, spec)[tune.mask], tune.counts[..., spec.heldout_index][tune.mask]
-            alphas = self.config["skip_glm_alphas"]
-            path = poisson_glm_path(fit_x, fit_y, tune_x, tune_y, alphas)
-            if tune_x is not None:  # the same array's weights from another day, as centres to shrink towards
-                for prior in self._same_array_priors(session, spec, known):
-                    path += poisson_glm_path(fit_x, fit_y, tune_x, tune_y, alphas, prior=prior)
-            # the best (centre and) penalty on the val trials, zero first among ties; without val trials, the weakest
-            _, _, weights, intercept = path[-1] if tune_x is None else best_on_path(path)
-            row = torch.zeros(self.heldin_slots, self.heldout_slots)
-            row[:spec.n_heldin, :spec.n_heldout] = torch.from_numpy(weights).float()
-            index = int(self.skip_weight_vocab.index([session.id])[0])
-            self.skip_weight_vocab.weight[index] = row.flatten().to(self.skip_weight_vocab.weight.device)
-            if self.unit_bias_vocab is not None:  # the GLM's intercepts are the held-out neurons' offsets
-                bias_index = int(self.unit_bias_vocab.index([session.id])[0])
-                self.unit_bias_vocab.weight[bias_index, offset:offset + spec.n_heldout] = \
-                    torch.from_numpy(intercept).float().to(self.unit_bias_vocab.weight.device)
-
-    @property
-    def finetune_glm_prior(self) -> str:
-        """``"subject"`` or ``"none"``: where a new session's GLM is centred (see :meth:`_same_array_priors`)."""
-        return self.config.get("finetune_glm_prior", _TRAIN["finetune_glm_prior"])  # runs saved before it lack it
-
-    def _same_array_priors(self, session: Session, spec: SessionSpec, known: list[str]) -> list[np.ndarray]:
-        """(U_in, U_out) skip weights of each ``known`` session that looks like the same array as ``session``:
-        the same subject and as many held-in and held-out units (``finetune_glm_prior="subject"``; else none).
-
-        Neurons carry no identity across sessions, so this is a guess the caller checks on val trials.
-        """
-        if self.finetune_glm_prior != "subject":
-            return []
-        subject = self.session_info[session.id].get("subject", "unknown")
-        priors = []
-        for session_id in known:
-            other = self.specs[self.session_index[session_id]]
-            if subject == "unknown" or self.session_info[session_id].get("subject") != subject \
-                    or (other.n_heldin, other.n_heldout) != (spec.n_heldin, spec.n_heldout):
-                continue
-            row = self.skip_weight_vocab.weight[int(self.skip_weight_vocab.index([session_id])[0])]
-            weights = row.view(self.heldin_slots, self.heldout_slots)[:spec.n_heldin, :spec.n_heldout]
-            priors.append(weights.detach().double().cpu().numpy())
-        return priors
-
-    def unit_bias(self, context: torch.Tensor, space: torch.Tensor) -> torch.Tensor:
-        """(B, 3) context rows, (B, L) patch index of each token -> (B, L, n) log-rate offsets."""
-        table = self.unit_bias_vocab(context[:, 0]).view(len(context), self.n_space, self.neurons_per_token)
-        return table[torch.arange(len(context), device=space.device)[:, None], space]
-
     def context_rows(self, session_id: str) -> np.ndarray:
         """(3,) int64 vocabulary rows of a session's (session, subject, task) tokens."""
         info = self.session_info[session_id]
@@ -705,129 +505,6 @@ class NDT2(Decoder):
         history = trainer.fit(resume=resume)
         return {"samples": trainer.samples_seen, "steps": trainer.step, "seconds": time.perf_counter() - started,
                 "records": history.records}
-
-    # ------------------------------------------------------------------ fine-tuning
-    def lr_multipliers(self, new_prefixes: tuple[str, ...] = ()) -> dict[str, float]:
-        """Name prefix -> learning-rate multiplier for ``finetune(mode="full")``.
-
-        Layer-wise decay (MAE recipe): with L encoder layers and decay d, encoder layer ``i`` gets
-        ``d ** (L - i)``, the tokenizer (below layer 0) ``d ** (L + 1)``; the MAE decoder and the
-        heads keep 1. Context embeddings (all of them, as in NDT2) and ``new_prefixes`` get
-        ``new_param_lr_mult`` (10); the per-session unit offsets and skip rows ``1 /
-        finetune_lr_scale``, i.e. the pretraining learning rate; the per-session pooled read-out
-        rows ``finetune_pooled_lr_mult`` (0.1).
-        """
-        decay, n_layers = float(self.config["layer_decay"]), len(self.encoder)
-        rules = {"tokenizer.": decay ** (n_layers + 1)}
-        rules.update({f"encoder.{i}.": decay ** (n_layers - i) for i in range(n_layers)})
-        fast = float(self.config["new_param_lr_mult"])
-        rules.update({prefix: fast for prefix in ("session_vocab.", "subject_vocab.", "task_vocab.", "context_flags",
-                                                  *new_prefixes)})
-        # The per-session read-out rows (our additions) of a new session are learned from their
-        # start exactly as in pretraining, so they get the pretraining learning rate: 10x the
-        # fine-tuning rate overshot on a few dozen trials (measured: co-bps 0.156 vs 0.184 at 1x).
-        same_as_pretraining = 1.0 / float(self.config["finetune_lr_scale"])
-        rules.update({prefix: same_as_pretraining for prefix in ("unit_bias_vocab.", "skip_weight_vocab.")})
-        # The pooled read-out (D weights per held-out neuron) is what over-fits a few dozen trials:
-        # at the pretraining rate a new session's validation co-bps peaked after 30 steps and then
-        # fell below the GLM it started from; learning it slowly keeps the pretrained encoder's gain.
-        # (.get: runs saved before this key existed fall back to its default)
-        rules["heldout_weight_vocab."] = float(self.config.get("finetune_pooled_lr_mult", _TRAIN["finetune_pooled_lr_mult"]))
-        return rules
-
-    def param_groups(self, rules: dict[str, float], weight_decay: float) -> list[dict]:
-        """AdamW groups by longest matching prefix; no decay on biases, norms, positions, vocabularies.
-
-        A context row is updated only when its session is in the batch: decay would erode it.
-        """
-        return lr_mult_groups(self, rules, weight_decay, decay_positions=False)
-
-    @staticmethod
-    def finetune_schedule(config: dict) -> dict[str, int | None]:
-        """Steps, warm-up and validation interval of a fine-tuning run with model ``config`` (and of its
-        from-scratch control).
-
-        ``finetune_steps`` steps, a tenth of them warm-up, validated ``finetune_validations`` times
-        (when the profile validates at all): on a few dozen trials the best step comes early
-        (measured: validation co-bps peaked at step 30-70 of 200), which a check every 100 steps misses.
-        """
-        steps = int(config["finetune_steps"])
-        validations = int(config.get("finetune_validations", _TRAIN["finetune_validations"]))  # older saved runs lack it
-        val_every = None if config.get("val_every") is None else max(1, steps // max(1, validations))
-        return {"max_steps": steps, "warmup_steps": max(1, steps // 10), "val_every": val_every}
-
-    def finetune(self, sessions: list[Session], mode: str, config: dict, *, out_dir: Path | None = None,
-                 progress: bool = True, resume: bool = False) -> dict:
-        """Adapt to new sessions.
-
-        Args:
-            sessions: the new sessions (their train trials are used; val trials pick the best step).
-            mode: ``"units"``: learn only the context rows that are new (session, and subject/task
-                if unseen), everything else frozen bit for bit (the MAE objective; velocity too if
-                the model already decodes it). ``"full"``: everything, MAE + velocity MSE
-                (``behavior_weight``, default 1), 10x learning rate for new parameters and all
-                context embeddings, layer-wise decay ``layer_decay``.
-            config: overrides of the training config (``max_steps``, ``lr``, ``batch_size``, ...);
-                by default :meth:`finetune_schedule` at ``finetune_lr_scale`` x the pretraining lr.
-        Returns:
-            the training history (``samples``, ``steps``, ``records``).
-        """
-        if mode not in ("units", "full"):
-            raise RunError(f"ndt2 finetune: mode must be 'units' or 'full', got {mode!r}")
-        train_config = {**self.config, **self.finetune_schedule(self.config),
-                        "lr": float(self.config["lr"]) * float(self.config["finetune_lr_scale"])}
-        # Only what differs from the model's own config is an override: ``Run.finetune`` passes the
-        # whole model config, which must not put the pretraining steps and lr back.
-        train_config.update({k: v for k, v in config.items() if self.config.get(k) != v})
-        with_velocity = mode == "full" or self.decodes_behavior
-        if with_velocity and not all(BEHAVIOR in s.behavior for s in sessions):
-            if mode == "full":
-                raise DataError(f"ndt2 finetune --mode full decodes {BEHAVIOR!r}; sessions "
-                                f"{[s.id for s in sessions if BEHAVIOR not in s.behavior]} have none")
-            with_velocity = False
-        per_session = ("session_vocab", "subject_vocab", "task_vocab") + \
-            (("unit_bias_vocab",) if self.unit_bias_vocab is not None else ()) + \
-            (("heldout_weight_vocab",) if self.pooled_heldout else ()) + \
-            (("skip_weight_vocab",) if self.heldout_skip else ())
-        before = {name: len(getattr(self, name)) for name in per_session}
-        self._register(sessions, with_velocity=with_velocity)
-        hooks = []
-        if mode == "units":
-            for param in self.parameters():
-                param.requires_grad_(False)
-            for name in per_session:
-                vocab = getattr(self, name)
-                if len(vocab) > before[name]:  # only vocabularies that grew have rows to learn
-                    vocab.weight.requires_grad_(True)
-                    new_rows = (torch.arange(len(vocab)) >= before[name]).float()[:, None]
-                    hooks.append(vocab.weight.register_hook(lambda grad, rows=new_rows: grad * rows.to(grad.device)))
-            groups = [{"params": [p for p in self.parameters() if p.requires_grad], "lr_mult": 1.0, "weight_decay": 0.0}]
-            if not groups[0]["params"]:
-                raise RunError("ndt2 finetune --mode units: nothing to learn, every session is already known")
-            train_config["behavior_weight"] = train_config["behavior_weight"] if self.decodes_behavior else 0.0
-        else:
-            new = () if self.decodes_behavior else ("behavior_",)
-            if float(train_config["behavior_weight"]) <= 0:
-                train_config["behavior_weight"] = 1.0
-            groups = self.param_groups(self.lr_multipliers(new), float(train_config["weight_decay"]))
-        saved_config, saved_decodes = self.config, self.decodes_behavior
-        self.config = {**self.config, "behavior_weight": train_config["behavior_weight"]}
-        self.decodes_behavior = self.decodes_behavior or mode == "full"  # validation scores velocity
-        try:
-            history = self._train(sessions, train_config, out_dir=out_dir, resume=resume, progress=progress,
-                                  param_groups=groups, with_velocity=with_velocity and train_config["behavior_weight"] > 0)
-        except BaseException:
-            self.decodes_behavior = saved_decodes
-            raise
-        else:
-            self.predicts = {"rates", "hand_vel"} if self.decodes_behavior else {"rates"}
-        finally:
-            self.config = saved_config
-            for param in self.parameters():
-                param.requires_grad_(True)
-            for hook in hooks:
-                hook.remove()
-        return history
 
     # ------------------------------------------------------------------ prediction
     def _batch(self, session_id: str, binned: BinnedTrials, spec: SessionSpec) -> dict[str, torch.Tensor]:

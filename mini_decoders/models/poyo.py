@@ -45,58 +45,20 @@ from mini_decoders.data.session import Session
 from mini_decoders.errors import DataError, RunError
 from mini_decoders.metrics import r2_score
 from mini_decoders.models.base import Decoder, SessionSpec
+from mini_decoders.models.poyo_windows import condition_labels, merge_batches, phase_weights, stitching_windows
 from mini_decoders.models.recipes import Departure
-from mini_decoders.nn.attention import CrossAttention, SelfAttention
-from mini_decoders.nn.feedforward import FeedForward
+from mini_decoders.nn.attention import attention_weights
+from mini_decoders.nn.perceiver import RotaryCrossBlock, RotarySelfBlock
 from mini_decoders.nn.rotary import RotaryTimeEmbedding
 from mini_decoders.nn.vocab import GrowingVocabEmbedding
 from mini_decoders.tokenizers.spikes import SpikeTokenizer, random_unit_subsets, triangular_unit_counts, unit_dropout
 from mini_decoders.training.profiles import CHECKPOINT_SECONDS
 from mini_decoders.training.schedule import lr_mult_groups
+from mini_decoders.training.trainer import TrainConfig, Trainer
 
 BEHAVIOR = "hand_vel"
 TASKS = ("hand_vel", "condition")
-MOVE_COLUMNS = ("move_onset_time", "go_time")  # first one present marks the start of the movement
 UNIT_DROPOUT_MODES = ("fraction", "triangular")
-
-
-# ================================================================================================
-# The trunk: PerceiverIO with rotary time
-
-class RotaryCrossBlock(nn.Module):
-    """``q += CrossAttn(LN(q), LN(context))``; ``q += FFN(LN(q))`` (pre-norm, GEGLU)."""
-
-    def __init__(self, dim: int, heads: int, dim_head: int, ffn_dropout: float, atn_dropout: float):
-        super().__init__()
-        self.query_norm, self.context_norm, self.ffn_norm = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attention = CrossAttention(dim, heads=heads, dim_head=dim_head, dropout=atn_dropout)
-        self.feedforward = FeedForward(dim, mult=4, dropout=ffn_dropout, activation="geglu")
-
-    def forward(self, queries: Tensor, context: Tensor, context_mask: Tensor | None, query_time: Tensor,
-                context_time: Tensor, rotary: RotaryTimeEmbedding, rotate_value: bool) -> Tensor:
-        """(B, Q, D) queries, (B, K, D) context -> (B, Q, D)."""
-        queries = queries + self.attention(self.query_norm(queries), self.context_norm(context),
-                                           context_mask=context_mask, query_time=query_time,
-                                           context_time=context_time, rotary=rotary, rotate_value=rotate_value)
-        return queries + self.feedforward(self.ffn_norm(queries))
-
-
-class RotarySelfBlock(nn.Module):
-    """Latent self-attention with value rotation, then GEGLU; both with residual dropout."""
-
-    def __init__(self, dim: int, heads: int, dim_head: int, ffn_dropout: float, lin_dropout: float,
-                 atn_dropout: float):
-        super().__init__()
-        self.attention_norm, self.ffn_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attention = SelfAttention(dim, heads, dim_head=dim_head, dropout=atn_dropout)
-        self.feedforward = FeedForward(dim, mult=4, dropout=ffn_dropout, activation="geglu")
-        self.residual_dropout = nn.Dropout(lin_dropout)
-
-    def forward(self, latents: Tensor, cos_sin: tuple[Tensor, Tensor]) -> Tensor:
-        """(B, N, D) -> (B, N, D); ``cos_sin`` from ``RotaryTimeEmbedding.cos_sin(latent_times)``."""
-        attended = self.attention(self.attention_norm(latents), rotary=cos_sin, rotate_value=True)
-        latents = latents + self.residual_dropout(attended)
-        return latents + self.residual_dropout(self.feedforward(self.ffn_norm(latents)))
 
 
 # ================================================================================================
@@ -343,8 +305,6 @@ class POYO(Decoder):
 
     def _train(self, sessions: list[Session], cfg: dict, param_groups: list[dict] | None, *,
                out_dir: Path | None, resume: bool, progress: bool, steps: int | None = None) -> dict:
-        from mini_decoders.training.trainer import TrainConfig, Trainer
-
         dataset = WindowSampler(self, sessions, "train", cfg)
         val_sets = [(s, self._trial_targets(s, "val")[0]) for s in sessions if "val" in s.trials.split]
         any_velocity = any(BEHAVIOR in s.behavior for s in sessions)
@@ -513,8 +473,6 @@ class POYO(Decoder):
             the window start; ``token_units`` (L,) local unit index of each token (start and
             end tokens included); ``token_types`` (L,); ``latent_times`` (N_latents,).
         """
-        from mini_decoders.nn.attention import attention_weights
-
         self.spec_for(session)
         session_row = int(self.session_vocab.index([session.id])[0])
         batch = self._window_batch(session, session_row, np.array([window_start]), np.zeros((1, 1)))
@@ -539,51 +497,7 @@ class POYO(Decoder):
 
 
 # ================================================================================================
-# Helpers: phases, windows
-
-def condition_labels(sessions: list[Session]) -> list[str]:
-    """Sorted condition labels of the sessions whose trials carry at least two labels."""
-    labels: set[str] = set()
-    for session in sessions:
-        present = {str(c) for c in session.trials.condition} - {""}
-        if len(present) >= 2:
-            labels |= present
-    return sorted(labels)
-
-
-def phase_weights(session: Session, binned: BinnedTrials, move_weight: float, hold_weight: float) -> np.ndarray:
-    """(N, T) loss weight of each bin: ``move_weight`` from the movement onset on, else ``hold_weight``.
-
-    The onset is the trial's ``move_onset_time`` (or ``go_time``) column; without one every bin
-    weighs 1 (uniform).
-    """
-    column = next((c for c in MOVE_COLUMNS if c in session.trials.extra), None)
-    if column is None:
-        return np.ones(binned.mask.shape)
-    onset = np.asarray(session.trials.extra[column], dtype=np.float64)[binned.trial_index]  # (N,)
-    moving = binned.bin_centres() >= onset[:, None]  # NaN onset -> all False -> hold weight
-    return np.where(moving, move_weight, hold_weight)
-
-
-def stitching_windows(trial_starts: np.ndarray, n_bins: np.ndarray, bin_size: float, length: float,
-                      step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Windows covering every trial: one every ``step`` s, the last one flush with the trial's end.
-
-    Returns:
-        window_trial (W,) trial position, window_start (W,) s, first_bin (W,) the trial bin at
-        which each window starts. Windows start on bin edges, so each bin centre falls in a window.
-    """
-    bins_per_window = int(round(length / bin_size))
-    bins_per_step = max(1, int(round(step / bin_size)))
-    n_bins = np.asarray(n_bins, dtype=np.int64)
-    last_first_bin = np.maximum(n_bins - bins_per_window, 0)  # (N,)
-    n_windows = -(-last_first_bin // bins_per_step) + 1  # ceil + 1
-    window_trial = np.repeat(np.arange(len(n_bins)), n_windows)
-    position = np.arange(int(n_windows.sum())) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
-    first_bin = np.minimum(position * bins_per_step, last_first_bin[window_trial])
-    window_start = np.asarray(trial_starts, dtype=np.float64)[window_trial] + first_bin * bin_size
-    return window_trial, window_start, first_bin
-
+# Training windows
 
 class WindowSampler:
     """Training items: one per train trial; each batch draws fresh jittered windows.
@@ -662,20 +576,3 @@ class WindowSampler:
             batch["condition"] = torch.from_numpy(conditions[trials])
             parts.append(batch)
         return merge_batches(parts)
-
-
-def merge_batches(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-    """Concatenate per-session batches along B, padding the token axis L to the longest."""
-    if len(parts) == 1:
-        return parts[0]
-    longest = max(part["input_mask"].shape[1] for part in parts)
-    merged = {}
-    for key in parts[0]:
-        tensors = []
-        for part in parts:
-            value = part[key]
-            if key.startswith("input_") and value.shape[1] < longest:
-                value = F.pad(value, (0, longest - value.shape[1]))  # zeros; False for the mask
-            tensors.append(value)
-        merged[key] = torch.cat(tensors)
-    return merged

@@ -45,227 +45,33 @@ counts with count tokens. The tokenizer is non-causal within a trial (its decode
 from __future__ import annotations
 
 import math
-import time
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
-from mini_decoders.data.batching import collate_binned
 from mini_decoders.data.binning import BinnedTrials, bin_trials
 from mini_decoders.data.session import Session
 from mini_decoders.errors import DataError, RunError
-from mini_decoders.metrics import bits_per_spike, r2_score
 from mini_decoders.models.base import Decoder, SessionSpec, padded_unit_counts
+from mini_decoders.models.code_transformer import CodeTransformer, random_window_mask
 from mini_decoders.models.recipes import Departure
-from mini_decoders.nn.attention import TransformerBlock
+from mini_decoders.models.vq_training import STAGES, StagedTraining
 from mini_decoders.nn.losses import poisson_nll_terms
-from mini_decoders.nn.positions import LearnedPositions
 from mini_decoders.nn.quantize import perplexity
+from mini_decoders.scoring import BEHAVIOR
 from mini_decoders.tokenizers.vq import VQTokenizer, split_windows, window_mask
 from mini_decoders.training.profiles import CHECKPOINT_SECONDS
 
-BEHAVIOR = "hand_vel"
-STAGES = ("tokenizer", "codes", "behavior")
 CODE_INPUTS = ("codes", "counts")  # what the code model's tokens read
 PAD_CODE = -1  # codes of padded windows in the arrays this module returns
-
-
-def random_window_mask(window_valid: Tensor, ratio: float, generator: torch.Generator | None = None) -> Tensor:
-    """Which code tokens to hide: about ``ratio`` of each sample's real windows, at least one.
-
-    Args:
-        window_valid: (B, N) bool real windows.
-    Returns:
-        (B, N) bool, True = hidden (only real windows).
-    """
-    noise = torch.rand(window_valid.shape, generator=generator, device="cpu").to(window_valid.device)
-    hidden = (noise < ratio) & window_valid
-    # A sample that drew nothing hides its window with the smallest noise: every sample is scored.
-    first = noise.masked_fill(~window_valid, 2.0).argmin(dim=1)
-    empty = ~hidden.any(dim=1) & window_valid.any(dim=1)
-    hidden[empty, first[empty]] = True
-    return hidden
-
-
-def collate_codes(items: list[dict]) -> dict[str, Tensor]:
-    """Pad code sequences of unequal length.
-
-    Items: ``codes`` (N_i,) int64, ``session`` int, optional ``behavior`` (N_i * W, D) float32,
-    optional ``heldin`` (T_i, U_in_max) float32 counts with ``window`` W (bins per code).
-
-    Returns:
-        ``codes`` (B, N) int64 (0 in padding), ``window_valid`` (B, N) bool, ``session`` (B,),
-        ``behavior`` (B, N * W, D) NaN-padded when the items have it, and ``windows``
-        (B, N, W, U_in_max) zero-padded held-in counts when the items have ``heldin``.
-    """
-    n_windows = max(len(item["codes"]) for item in items)
-    codes = np.zeros((len(items), n_windows), dtype=np.int64)
-    valid = np.zeros((len(items), n_windows), dtype=bool)
-    for row, item in enumerate(items):  # a loop per trial
-        codes[row, :len(item["codes"])] = item["codes"]
-        valid[row, :len(item["codes"])] = True
-    batch = {"codes": torch.from_numpy(codes), "window_valid": torch.from_numpy(valid),
-             "session": torch.tensor([item["session"] for item in items], dtype=torch.int64)}
-    if "heldin" in items[0]:
-        window = int(items[0]["window"])
-        counts = np.zeros((len(items), n_windows * window, items[0]["heldin"].shape[1]), dtype=np.float32)
-        for row, item in enumerate(items):
-            counts[row, :len(item["heldin"])] = item["heldin"]
-        batch["windows"] = torch.from_numpy(counts).reshape(len(items), n_windows, window, -1)
-    if "behavior" in items[0]:
-        n_bins = max(len(item["behavior"]) for item in items)
-        behavior = np.full((len(items), n_bins, items[0]["behavior"].shape[1]), np.nan, dtype=np.float32)
-        for row, item in enumerate(items):
-            behavior[row, :len(item["behavior"])] = item["behavior"]
-        batch["behavior"] = torch.from_numpy(behavior)
-    return batch
-
-
-# ================================================================================================
-# The transformer over code tokens
-
-class CodeTransformer(nn.Module):
-    """Window tokens -> contextual vectors, with a masked-code head and a velocity head.
-
-    A token is one window of ``window`` bins. It is read from the window's code (this book's
-    recipe: a projection of the codebook vector) or, with ``count_units`` > 0, from the window's
-    held-in counts (LaBraM's recipe: the encoder reads the raw patches and the codes are only its
-    targets), plus a window position and a session vector.
-
-    Args:
-        codebook_dim: C, size of a codebook vector (tokens start from the code's vector).
-        num_codes: K.
-        n_sessions: sessions (each gets a learned vector added to every token).
-        dim, layers, heads, dropout: the transformer.
-        max_windows: longest code sequence.
-        window: bins per code (the velocity head outputs one value per bin).
-        behavior_dims: velocity channels.
-        feature_dim: size of an optional extra input per token (0 = none).
-        per_code_embedding: add a free learned vector per code to its token (on top of the
-            projection of its codebook vector; unused with ``count_units``).
-        tied_head: score the codes by distance in codebook space (see :meth:`code_logits`) instead
-            of with a free ``Linear(D, K)``.
-        count_units: U_in_max; > 0 makes each token a per-session linear read-in of the window's
-            ``window x count_units`` held-in counts instead of its code.
-    """
-
-    def __init__(self, codebook_dim: int, num_codes: int, n_sessions: int, dim: int, layers: int, heads: int,
-                 dropout: float, max_windows: int, window: int, behavior_dims: int = 2, feature_dim: int = 0,
-                 per_code_embedding: bool = True, tied_head: bool = False, count_units: int = 0):
-        super().__init__()
-        self.window, self.behavior_dims = window, behavior_dims
-        self.reads_counts = count_units > 0
-        if self.reads_counts:
-            # (S, W * U, D): one Linear per session, stacked so a batch can mix sessions in one einsum.
-            fan_in = window * count_units
-            self.read_in_weight = nn.Parameter(torch.randn(n_sessions, fan_in, dim) / math.sqrt(fan_in))
-            self.read_in_bias = nn.Parameter(torch.zeros(n_sessions, dim))
-            self.code_projection = self.code_embedding = None
-        else:
-            self.code_projection = nn.Linear(codebook_dim, dim)
-            self.code_embedding = nn.Embedding(num_codes, dim) if per_code_embedding else None
-            if self.code_embedding is not None:
-                nn.init.zeros_(self.code_embedding.weight)  # start from the codebook's geometry alone
-        # Optional extra input per token (the VQ decoder's view of the code sequence), zero at the
-        # start so that a pretrained code model is unchanged until fine-tuning finds it useful.
-        self.feature_projection = nn.Linear(feature_dim, dim) if feature_dim else None
-        if self.feature_projection is not None:
-            nn.init.zeros_(self.feature_projection.weight)
-            nn.init.zeros_(self.feature_projection.bias)
-        self.mask_token = nn.Parameter(torch.randn(dim) * 0.02)
-        self.positions = LearnedPositions(max_windows, dim)
-        self.session_embedding = nn.Embedding(n_sessions, dim)
-        nn.init.normal_(self.session_embedding.weight, std=0.02)
-        self.embed_dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, ffn_mult=2, dropout=dropout) for _ in range(layers))
-        self.norm = nn.LayerNorm(dim)
-        if tied_head:
-            self.code_query = nn.Linear(dim, codebook_dim)
-            self.code_log_scale = nn.Parameter(torch.zeros(()))
-            self.code_bias = nn.Parameter(torch.zeros(num_codes))  # room for the codes' frequencies
-        else:
-            self.code_head = nn.Linear(dim, num_codes)
-        self.tied_head = tied_head
-        self.behavior_head = nn.Linear(dim, window * behavior_dims)
-
-    def embed(self, session: Tensor, codes: Tensor | None = None, code_vectors: Tensor | None = None,
-              windows: Tensor | None = None) -> Tensor:
-        """Token vectors before masking, positions and context: (B, N, D).
-
-        Args:
-            codes: (B, N) int64 and code_vectors: (B, N, C) their codebook rows (code tokens), or
-            windows: (B, N, W, U_in_max) held-in counts (count tokens).
-        """
-        if self.reads_counts:
-            if windows is None:
-                raise RunError("this code model reads counts (config code_input='counts'): pass `windows`")
-            return (torch.einsum("bnk,bkd->bnd", windows.flatten(2).float(), self.read_in_weight[session])
-                    + self.read_in_bias[session][:, None, :])
-        if code_vectors is None:
-            raise RunError("this code model reads codes (config code_input='codes'): pass `codes` and `code_vectors`")
-        x = self.code_projection(code_vectors)  # (B, N, D)
-        if self.code_embedding is not None:
-            x = x + self.code_embedding(codes)
-        return x
-
-    def forward(self, session: Tensor, window_valid: Tensor | None = None, hidden: Tensor | None = None, *,
-                codes: Tensor | None = None, code_vectors: Tensor | None = None, windows: Tensor | None = None,
-                features: Tensor | None = None) -> Tensor:
-        """Contextual token vectors.
-
-        Args:
-            session: (B,) session index.
-            window_valid: (B, N) bool real windows (None = all).
-            hidden: (B, N) bool tokens replaced by the mask token (None = none): nothing of a
-                hidden window's input (code or counts) reaches the output.
-            codes, code_vectors, windows: the input, see :meth:`embed`.
-            features: (B, N, F) extra input per token (None = none); must not be used with
-                ``hidden`` if it carries information about the hidden windows.
-        Returns:
-            (B, N, D).
-        """
-        x = self.embed(session, codes, code_vectors, windows)  # (B, N, D)
-        if hidden is not None:
-            x = torch.where(hidden[..., None], self.mask_token.to(x.dtype), x)
-        if features is not None and self.feature_projection is not None:
-            x = x + self.feature_projection(features)
-        x = x + self.positions(x.shape[1]) + self.session_embedding(session)[:, None, :]
-        x = self.embed_dropout(x)
-        if window_valid is not None and bool(window_valid.all()):
-            window_valid = None
-        for block in self.blocks:
-            x = block(x, key_padding_mask=window_valid)
-        return self.norm(x)
-
-    def code_logits(self, x: Tensor, codebook: Tensor) -> Tensor:
-        """(M, D) contextual vectors -> (M, K) logits over the codes.
-
-        Tied head: the vector predicts a point ``q`` in codebook space and code ``k`` scores
-        ``-s/2 ||q - e_k||²`` (+ a per-code bias), so codes near the truth share its credit and a
-        rare code is scored through its vector, not a row learned from its few occurrences. With
-        K = 512 codes and a few thousand training windows, a free ``Linear(D, K)`` memorises the
-        training sequences instead.
-        """
-        if not self.tied_head:
-            return self.code_head(x)
-        query = self.code_query(x).float()  # (M, C)
-        codebook = codebook.float()
-        scores = query @ codebook.t() - 0.5 * codebook.pow(2).sum(1)[None, :]  # -½||q - e||² + ½||q||²
-        return self.code_log_scale.exp() * scores + self.code_bias
-
-    def velocity(self, x: Tensor) -> Tensor:
-        """(B, N, D) -> (B, N * W, behavior_dims) standardised velocity of every bin."""
-        return self.behavior_head(x).reshape(x.shape[0], -1, self.behavior_dims)
 
 
 # ================================================================================================
 # The model
 
-class VQ(Decoder):
+class VQ(StagedTraining, Decoder):
     """VQ-VAE tokenizer of population activity, a masked code model, and a velocity decoder on codes.
 
     Config (``CONFIGS``): tokenizer — ``window`` (bins per code), ``num_codes`` K, ``code_dim``,
@@ -605,159 +411,6 @@ class VQ(Decoder):
                     item["behavior"] = ((velocity - mean) / std).astype(np.float32)
                 items.append(item)
         return items
-
-    # ------------------------------------------------------------------ training
-    def stage_steps(self, config: dict | None = None) -> dict[str, int]:
-        """Optimizer steps of each stage: ``max_steps`` split by ``stage_fractions`` (a stage with
-        fraction > 0 gets at least one step; behaviour gets none without velocity)."""
-        config = self.config if config is None else config
-        fractions = np.asarray(config["stage_fractions"], dtype=np.float64)
-        if not self.decodes_behavior:
-            fractions[2] = 0.0
-        fractions = fractions / fractions.sum()
-        total = int(config["max_steps"])
-        return {stage: (max(1, int(round(total * f))) if f > 0 else 0) for stage, f in zip(STAGES, fractions)}
-
-    def fit(self, sessions: list[Session], config: dict, *, out_dir: Path | None = None, resume: bool = False,
-            progress: bool = True) -> dict:
-        steps = self.stage_steps()
-        started = time.perf_counter()
-        histories: dict[str, Any] = {}
-        samples = 0
-        for stage in STAGES:
-            if steps[stage] == 0:
-                continue
-            history = self._fit_stage(stage, sessions, steps[stage], out_dir=out_dir, resume=resume, progress=progress)
-            histories[stage] = history
-            samples += history["samples"]
-        self.stage = STAGES[0]
-        records = [{**record, "stage": stage} for stage, h in histories.items() for record in h["records"]]
-        return {"samples": samples, "steps": sum(h["steps"] for h in histories.values()),
-                "seconds": time.perf_counter() - started, "records": records,
-                "stage_seconds": {stage: h["seconds"] for stage, h in histories.items()},
-                "stage_steps": {stage: h["steps"] for stage, h in histories.items()}}
-
-    def _stage_config(self, stage: str, n_steps: int, n_items: int):
-        from mini_decoders.training.trainer import TrainConfig
-
-        lr = {"tokenizer": self.config["lr"], "codes": self.config["code_lr"],
-              "behavior": self.config["behavior_lr"]}[stage]
-        monitor = {"tokenizer": ("val_recon_bps", "max"), "codes": ("val_code_ce", "min"),
-                   "behavior": ("val_vel_r2", "max")}[stage]
-        val_every = self.config.get("val_every")
-        return TrainConfig.from_model_config(
-            self.config, max_steps=n_steps, lr=float(lr),
-            warmup_steps=max(1, int(round(float(self.config["warmup_fraction"]) * n_steps))),
-            batch_size=min(int(self.config["batch_size"]), n_items),
-            val_every=None if val_every is None else min(int(val_every), n_steps),
-            monitor=monitor[0], monitor_mode=monitor[1])
-
-    def _fit_stage(self, stage: str, sessions: list[Session], n_steps: int, *, out_dir: Path | None, resume: bool,
-                   progress: bool) -> dict:
-        from mini_decoders.training.trainer import Trainer
-        from mini_decoders.training.schedule import default_param_groups
-
-        self.stage = stage
-        stage_dir = None if out_dir is None else Path(out_dir) / f"stage_{stage}"
-        resuming = resume and stage_dir is not None and (stage_dir / "checkpoint.pt").is_file()
-        val_sessions = [s for s in sessions if "val" in s.trials.split]
-        if stage == "tokenizer":
-            items, collate = self._count_items(sessions, "train"), collate_binned
-            if not items:
-                raise DataError(f"vq: no train trials in sessions {[s.id for s in sessions]} (trials.split)")
-            if not resuming:
-                self._init_tokenizer(items)
-            validate = self._validate_tokenizer
-        else:
-            if stage == "behavior":  # before the items: they are standardised with it
-                self._init_velocity_stats(sessions)
-            items, collate = self._code_items(sessions, "train", with_behavior=stage == "behavior"), collate_codes
-            val_items = self._code_items(val_sessions, "val", with_behavior=stage == "behavior")
-            validate = self._code_validator(stage, val_items)
-        if stage == "behavior" and not resuming:
-            self.behavior_model.load_state_dict(self.code_model.state_dict())  # start from the code model
-        modules = {"tokenizer": self.tokenizer, "codes": self.code_model, "behavior": self.behavior_model}[stage]
-        trained = {id(p) for p in modules.parameters()}
-        frozen = [p for p in self.parameters() if id(p) not in trained]
-        for param in frozen:
-            param.requires_grad_(False)
-        try:
-            trainer = Trainer(self, items, collate, self._stage_config(stage, n_steps, len(items)), out_dir=stage_dir,
-                              val_fn=validate if val_sessions else None,
-                              param_groups=default_param_groups(self, float(self.config["weight_decay"])),
-                              progress=progress, run_config={"model": self.name, "stage": stage})
-            self._val_sessions = val_sessions
-            started = time.perf_counter()
-            history = trainer.fit(resume=resuming)
-        finally:
-            for param in frozen:
-                param.requires_grad_(True)
-            self._last_vectors = None
-        return {"samples": trainer.samples_seen, "steps": trainer.step, "seconds": time.perf_counter() - started,
-                "records": history.records}
-
-    @torch.no_grad()
-    def _init_tokenizer(self, items: list[dict]) -> None:
-        """Read-out biases at each neuron's mean count; codebook by k-means of the first encoder outputs."""
-        for index in range(len(self.specs)):
-            own = [item for item in items if int(item["session_index"]) == index]
-            if own:
-                mean = np.concatenate([np.concatenate([item["heldin"] for item in own]).mean(0),
-                                       np.concatenate([item["heldout"] for item in own]).mean(0)])
-                log_mean = np.log(np.clip(mean, 1e-3, None)).astype(np.float32)
-                self.tokenizer.read_out_bias[index] = torch.from_numpy(log_mean)
-        if not self.config.get("kmeans_init", True):
-            return
-        was_training = self.training
-        self.eval()
-        generator = torch.Generator().manual_seed(int(self.config.get("seed", 0)))
-        chosen = torch.randperm(len(items), generator=generator)[:1024].tolist()  # enough points, bounded memory
-        batch = collate_binned([items[i] for i in chosen])
-        z = self.tokenizer.encode(batch["heldin"], batch["session_index"], batch["time_mask"])
-        vectors = z[window_mask(batch["time_mask"], self.window)]
-        self.tokenizer.quantizer.kmeans_init(vectors, generator=generator)
-        self.train(was_training)
-
-    def _init_velocity_stats(self, sessions: list[Session]) -> None:
-        for session in sessions:
-            index, _ = self.spec_for(session)
-            velocity = self._binned(session, "train").behavior[BEHAVIOR].reshape(-1, self.behavior_model.behavior_dims)
-            velocity = velocity[np.isfinite(velocity).all(1)]
-            if len(velocity) < 2:
-                raise DataError(f"vq: session {session.id!r} has no train trials with {BEHAVIOR!r}")
-            self.velocity_mean_stat[index] = torch.from_numpy(velocity.mean(0))
-            self.velocity_std_stat[index] = torch.from_numpy(velocity.std(0).clip(1e-6))
-
-    def _validate_tokenizer(self, model: "VQ") -> dict[str, float]:
-        heldin_bps, heldout_bps, counts = [], [], []
-        for session in self._val_sessions:
-            binned = self._binned(session, "val")
-            _, spec = self.spec_for(session)
-            predicted = self.predict_trials(session, binned)
-            observed = np.where(binned.mask[..., None], binned.counts, np.nan)
-            heldin_bps.append(bits_per_spike(predicted["rates_heldin"], observed[..., spec.heldin_index]))
-            if spec.n_heldout:
-                heldout_bps.append(bits_per_spike(predicted["rates_heldout"], observed[..., spec.heldout_index]))
-            codes, _ = self.encode_trials(session, binned)
-            counts.append(np.bincount(codes[codes >= 0], minlength=self.tokenizer.num_codes))
-        scores = {"val_recon_bps": float(np.mean(heldin_bps)),
-                  "val_perplexity": float(perplexity(torch.from_numpy(np.sum(counts, axis=0))))}
-        if heldout_bps:
-            scores["val_co_bps"] = float(np.mean(heldout_bps))
-        return scores
-
-    def _code_validator(self, stage: str, items: list[dict]):
-        def validate(model: "VQ") -> dict[str, float]:
-            device = self.tokenizer.read_out_bias.device
-            batch = {k: v.to(device) for k, v in collate_codes(items).items()}
-            if stage == "codes":
-                loss, logs = self.code_loss(batch, torch.Generator().manual_seed(0))
-                return {"val_code_ce": float(loss), "val_code_accuracy": logs["code_accuracy"]}
-            predicted = self.decode_velocity(batch["codes"].clamp_min(0), batch["session"], batch["window_valid"],
-                                             batch.get("windows"))
-            predicted = predicted[:, :batch["behavior"].shape[1]].float().cpu().numpy()
-            return {"val_vel_r2": r2_score(predicted, batch["behavior"].cpu().numpy())}
-        return validate
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()

@@ -34,7 +34,6 @@ import copy
 import dataclasses
 import json
 import math
-import random
 import signal
 import threading
 import time
@@ -51,9 +50,11 @@ from tqdm.auto import tqdm
 
 from mini_decoders.errors import RunError
 from mini_decoders.training.checkpoint import (CHECKPOINT_NAME, capture_rng, load_checkpoint, rng_state,
-                                            save_checkpoint, set_rng_state)
+                                               save_checkpoint, set_rng_state)
+from mini_decoders.training.device import move_to_device, seed_everything, select_device, select_precision
 from mini_decoders.training.distributed import (WorldInfo, broadcast_from_main, close_distributed, init_distributed,
-                                             local_batch_slice, mean_across_ranks, world_info, wrap_model)
+                                                local_batch_slice, mean_across_ranks, world_info, wrap_model)
+from mini_decoders.training.history import History, LogWindow
 from mini_decoders.training.lamb import Lamb
 from mini_decoders.training.schedule import SCHEDULES, default_param_groups, lr_at
 
@@ -120,139 +121,6 @@ class TrainConfig:
             raise RunError(f"TrainConfig.checkpoint_every must be >= 1 or None, got {self.checkpoint_every}")
         if self.checkpoint_seconds is not None and not self.checkpoint_seconds >= 0:
             raise RunError(f"TrainConfig.checkpoint_seconds must be >= 0 or None, got {self.checkpoint_seconds}")
-
-
-# --------------------------------------------------------------------------- device and precision
-
-def select_device(device: str = "auto", local_rank: int = 0) -> torch.device:
-    """The torch device for a device string: ``auto`` picks cuda, else mps, else cpu.
-
-    Under data parallel on CUDA each process uses ``cuda:<local_rank>``.
-
-    Raises:
-        RunError: the device is unknown or not available on this machine.
-    """
-    name = device.strip().lower()
-    mps_available = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if mps_available else "cpu"
-    try:
-        chosen = torch.device(name)
-    except RuntimeError as error:
-        raise RunError(f"unknown device {device!r}; expected auto, cpu, cuda, cuda:N or mps") from error
-    if chosen.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RunError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
-        if chosen.index is None or world_info().is_distributed:
-            chosen = torch.device("cuda", local_rank)
-        if chosen.index >= torch.cuda.device_count():
-            raise RunError(f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s) are visible")
-    elif chosen.type == "mps" and not mps_available:
-        raise RunError(f"device {device!r} requested but MPS is not available; use --device cpu or auto")
-    elif chosen.type not in ("cpu", "cuda", "mps"):
-        raise RunError(f"unsupported device {device!r}; expected auto, cpu, cuda, cuda:N or mps")
-    return chosen
-
-
-def select_precision(precision: str, device_type: str, bf16_supported: bool | None = None) -> str:
-    """Resolve ``precision`` to ``fp32``, ``bf16`` or ``fp16`` for a device type.
-
-    ``auto``: bf16 on a CUDA GPU that supports it, fp16 (with a gradient scaler) on one that does
-    not (Colab's T4), fp32 on CPU and MPS (CPU autocast is slower than fp32 for small models).
-
-    Args:
-        precision: auto | fp32 | bf16 | fp16.
-        device_type: "cpu", "cuda" or "mps" (a full device string such as "cuda:1" also works).
-        bf16_supported: whether the GPU does bf16; None asks ``torch.cuda.is_bf16_supported()``.
-
-    Raises:
-        RunError: an explicit precision the device cannot run.
-    """
-    device_type = device_type.split(":")[0]
-    if device_type == "cuda" and precision in ("auto", "bf16") and bf16_supported is None:
-        bf16_supported = torch.cuda.is_bf16_supported()
-    if precision == "auto":
-        if device_type == "cuda":
-            return "bf16" if bf16_supported else "fp16"
-        return "fp32"
-    if precision == "fp16" and device_type != "cuda":
-        raise RunError(f"precision fp16 needs a CUDA GPU, but the device is {device_type}; use fp32 or auto")
-    if precision == "bf16" and (device_type == "mps" or (device_type == "cuda" and not bf16_supported)):
-        raise RunError(f"precision bf16 is not supported on this {device_type} device; use fp16, fp32 or auto")
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise RunError(f"unknown precision {precision!r}; expected auto, fp32, bf16 or fp16")
-    return precision
-
-
-def move_to_device(batch: Any, device: torch.device) -> Any:
-    """``batch`` with every tensor moved to ``device``, through nested dicts, lists and tuples."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {key: move_to_device(value, device) for key, value in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to_device(value, device) for value in batch)
-    return batch
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python's, numpy's and torch's (all devices) global generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-# --------------------------------------------------------------------------- history
-
-class History:
-    """What happened during training: one dict per logged step.
-
-    ``records`` is a list like ``[{"step": 10, "loss": 0.8, "lr": 1e-3, "samples_per_second": 950.0,
-    "samples_seen": 320}, {"step": 20, ..., "val_loss": 0.7}]``; training and validation values of
-    the same step share one record. Everything is a plain float/int, so ``to_dict()`` is JSON-able.
-    """
-
-    def __init__(self, records: list[dict] | None = None):
-        self.records: list[dict] = [dict(record) for record in records or []]
-
-    def log(self, step: int, values: dict[str, float]) -> None:
-        """Add ``values`` to the record of ``step`` (appended when it is a new step)."""
-        if not self.records or self.records[-1]["step"] != step:
-            self.records.append({"step": int(step)})
-        self.records[-1].update({key: float(value) for key, value in values.items()})
-
-    def values(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """(steps, values) of every record that holds ``key``."""
-        pairs = [(record["step"], record[key]) for record in self.records if key in record]
-        steps, values = zip(*pairs) if pairs else ((), ())
-        return np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=np.float64)
-
-    def to_dict(self) -> dict:
-        return {"records": [dict(record) for record in self.records]}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "History":
-        return cls(data.get("records", []))
-
-    def plot(self, ax=None, keys: tuple[str, ...] = ("loss",)):
-        """Plot ``keys`` against step on ``ax`` (a new figure when None); returns the axes."""
-        import matplotlib.pyplot as plt  # only notebooks plot; training should not import pyplot
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 3.5))
-        for key in keys:
-            steps, values = self.values(key)
-            ax.plot(steps, values, label=key, marker="o" if len(steps) < 30 else None)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel(", ".join(keys))
-        ax.legend()
-        return ax
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __repr__(self) -> str:
-        return f"History({len(self.records)} records, last={self.records[-1] if self.records else None})"
 
 
 # --------------------------------------------------------------------------- interrupts
@@ -430,7 +298,7 @@ class Trainer:
             generator=torch.Generator())
         bar = tqdm(total=config.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (self.progress and self.is_main))
-        window = _Window()
+        window = LogWindow()
         last_save = time.monotonic()
         # What an interrupt saves depends on where it lands (`phase`): "step" (drawing the batch,
         # forward, backward: nothing updated yet) -> the RNG of the step's start; "update" (inside
@@ -470,7 +338,7 @@ class Trainer:
                     record = window.summary(config.batch_size)
                     self.history.log(self.step, {**record, "lr": lr, "samples_seen": self.samples_seen})
                     bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{lr:.2e}", refresh=False)
-                    window = _Window()
+                    window = LogWindow()
                 if self.validation_pending:
                     self._validate()
                     self.validation_pending = False
@@ -647,28 +515,3 @@ class Trainer:
         else:
             # Only rank 0's generators are saved; other ranks restart theirs from (seed, rank, step).
             seed_everything(self.config.seed + 1_000_003 * self.world.rank + self.step)
-
-
-class _Window:
-    """Running sums of the losses and extra logs since the last log line, and the time they took."""
-
-    def __init__(self):
-        self.n_steps, self.loss_sum, self.extra_sums = 0, 0.0, {}
-        self.restart_clock()
-
-    def restart_clock(self) -> None:
-        # Validation and checkpoint time would otherwise count as training time.
-        self.start, self.steps_before_clock = time.perf_counter(), getattr(self, "n_steps", 0)
-
-    def add(self, loss_value: float, extras: dict[str, float]) -> None:
-        self.n_steps += 1
-        self.loss_sum += loss_value
-        for key, value in extras.items():
-            self.extra_sums[key] = self.extra_sums.get(key, 0.0) + float(value)
-
-    def summary(self, batch_size: int) -> dict[str, float]:
-        timed_steps = self.n_steps - self.steps_before_clock
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        return {"loss": self.loss_sum / max(1, self.n_steps),
-                **{key: total / max(1, self.n_steps) for key, total in self.extra_sums.items()},
-                "samples_per_second": timed_steps * batch_size / elapsed}
