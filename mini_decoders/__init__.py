@@ -9,7 +9,7 @@ The Python API mirrors the command line::
     md.load_run("runs/ridge")
 """
 
-__version__ = "0.1.0"
+from mini_decoders.version import __version__
 
 # `Run`, `load_run` and `train` live in `mini_decoders.run` and are looked up there on first use:
 # importing the package stays instant, so `mini-decoders` starts, and handles Ctrl-C, before torch

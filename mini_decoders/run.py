@@ -25,7 +25,6 @@ from typing import Iterable
 import numpy as np
 import torch
 
-import mini_decoders
 from mini_decoders.data.binning import DEFAULT_BIN_SIZE, BinnedTrials, bin_trials
 from mini_decoders.data.session import Session
 from mini_decoders.errors import DataError, RunError
@@ -39,6 +38,7 @@ from mini_decoders.run_folder import (CONFIG_NAME, FORMAT_VERSION, METRICS_NAME,
 from mini_decoders.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from mini_decoders.training.device import select_device
 from mini_decoders.training.profiles import resolve_profile
+from mini_decoders.version import __version__
 
 SessionsLike = Session | str | os.PathLike | Iterable[Session | str | os.PathLike]
 
@@ -168,7 +168,7 @@ class Run:
         with replacing(path) as temp, h5py.File(temp, "w") as file:
             file.attrs["bin_size_s"] = self.bin_size
             file.attrs["model"] = str(self.config.get("model", ""))
-            file.attrs["mini_decoders_version"] = mini_decoders.__version__
+            file.attrs["mini_decoders_version"] = __version__
             for session_id, arrays in predictions.items():
                 group = file.create_group(session_id.replace("/", "_"))
                 group.attrs["session_id"] = session_id
@@ -345,7 +345,7 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
         model_config.update(overrides)
         model_config["seed"] = 0 if seed is None else int(seed)
         specs = [SessionSpec.of(s) for s in sessions]
-        config = {"format_version": FORMAT_VERSION, "package_version": mini_decoders.__version__,
+        config = {"format_version": FORMAT_VERSION, "package_version": __version__,
                   "model": model_class.name, "profile": profile, "recipe": model_config["recipe"],
                   "model_config": model_config,
                   "bin_size": float(model_config.get("bin_size", DEFAULT_BIN_SIZE)),

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-import mini_decoders
 from mini_decoders.errors import RunError
 from mini_decoders.files import LOCK_NAME, FolderLock, json_default
 from mini_decoders.models.base import Decoder
 from mini_decoders.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from mini_decoders.version import __version__
 
 FORMAT_VERSION = 1  # bump when config.json / checkpoint.pt change incompatibly
 CONFIG_NAME = "config.json"
@@ -124,7 +124,7 @@ def read_config(path: Path) -> dict:
     version = config.get("format_version")
     if version != FORMAT_VERSION:
         raise RunError(f"{config_path}: run format version {version!r} is not supported by mini-decoders "
-                       f"{mini_decoders.__version__}, which reads format version {FORMAT_VERSION}; the run was written "
+                       f"{__version__}, which reads format version {FORMAT_VERSION}; the run was written "
                        f"by mini-decoders {config.get('package_version', 'unknown')}: retrain it with this version, "
                        "or load it with the version that wrote it")
     missing = [key for key in ("model", "model_config", "sessions") if key not in config]

@@ -53,7 +53,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-import mini_decoders
 from mini_decoders.data.synth import write_synthetic
 from mini_decoders.errors import DataError, RunError
 from mini_decoders.experiments.budget import is_gradient_model, steps_for_budget
@@ -69,6 +68,7 @@ from mini_decoders.models.registry import MODELS, adaptable_models, classic_base
 from mini_decoders.run import as_sessions, load_run, train
 from mini_decoders.training.profiles import resolve_profile
 from mini_decoders.training.device import select_device
+from mini_decoders.version import __version__
 
 # The classic baseline of each judged metric (NLB's smoothing for bits/spike, the Wiener filter for
 # velocity R²), as the models' own BASELINE says.
@@ -434,7 +434,7 @@ def build_table(rows: list[dict], oracle: dict | None, settings: BenchmarkSettin
                                          if transformers and all(row.get("meets_model_bar") is not None
                                                                  for row in transformers) else None),
     }
-    return {"format": FORMAT, "package_version": mini_decoders.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    return {"format": FORMAT, "package_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "profile": settings.profile, "seed": settings.seed, "budget": settings.budget, "settings": settings.to_dict(),
             "data": [_describe(path, session) for path, session in zip(settings.data, sessions)],
             "rows": rows, "oracle": oracle, "summary": summary}
