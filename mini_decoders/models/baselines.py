@@ -127,7 +127,44 @@ def ridge_path(features: np.ndarray, targets: np.ndarray, alphas: list[float]) -
 RIDGE_RECIPE = dict(bin_size=0.02, history_bins=8, lag=0.0, alphas=[float(a) for a in np.logspace(-1, 5, 13)])
 
 
-class RidgeDecoder(Decoder):
+class ClosedFormDecoder(Decoder):
+    """A decoder solved in closed form, one session at a time (the Wiener filter, smoothing + GLM).
+
+    :meth:`fit` solves each session with the subclass's :meth:`fit_session`, which keeps the
+    solution in the session's buffers (:meth:`keep`: ``weights_<i>``, ``intercept_<i>`` and one
+    ``<name>_<i>_stat`` per chosen hyperparameter) and says what it chose. Nothing to resume: a
+    fit takes seconds.
+    """
+
+    def fit(self, sessions: list[Session], config: dict, *, out_dir: Path | None = None, resume: bool = False,
+            progress: bool = True) -> dict:
+        records, samples = [], 0
+        for session in sessions:
+            index, spec = self.spec_for(session)
+            record, n_trials, summary = self.fit_session(session, index, spec)
+            records.append({"session": session.id, **record})
+            samples += n_trials
+            if progress:
+                print(f"{self.name} {session.id}: {summary}")
+        return {"samples": samples, "records": records}
+
+    def fit_session(self, session: Session, index: int, spec: SessionSpec) -> tuple[dict, int, str]:
+        """Solve session ``index``; returns (what was chosen, trials fitted, a line for the progress log)."""
+        raise NotImplementedError
+
+    def keep(self, index: int, weights: np.ndarray, intercept: np.ndarray, **stats: float) -> None:
+        """Store session ``index``'s solution in its buffers; ``stats``: the hyperparameters chosen."""
+        getattr(self, f"weights_{index}").copy_(torch.from_numpy(weights))
+        getattr(self, f"intercept_{index}").copy_(torch.from_numpy(intercept))
+        for name, value in stats.items():
+            getattr(self, f"{name}_{index}_stat").fill_(value)
+
+    def solution(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Session ``index``'s weights and intercept."""
+        return getattr(self, f"weights_{index}").cpu().numpy(), getattr(self, f"intercept_{index}").cpu().numpy()
+
+
+class RidgeDecoder(ClosedFormDecoder):
     """Wiener filter: hand velocity from the causal spike-count history of all observed units.
 
     Per session, velocity at bin ``t`` is ``W · [counts(t), counts(t−1), ..., counts(t−H+1)] + b``
@@ -158,36 +195,25 @@ class RidgeDecoder(Decoder):
         """(N, T, U*H) causal history of all units' counts."""
         return causal_history(binned.counts.astype(np.float64), int(self.config["history_bins"]))
 
-    def fit(self, sessions: list[Session], config: dict, *, out_dir: Path | None = None, resume: bool = False,
-            progress: bool = True) -> dict:
-        records, samples = [], 0
-        for session in sessions:
-            index, _ = self.spec_for(session)
-            binned = bin_trials(session, self.bin_size, split=("train", "val"), behavior=(BEHAVIOR,),
-                                lag=float(self.config["lag"]))
-            features, velocity = self.features(binned), binned.behavior[BEHAVIOR].astype(np.float64)
-            scored = binned.mask & np.isfinite(velocity).all(-1)  # (N, T)
-            fit, tune = fit_and_tune_positions(binned.split)
-            alphas = [float(a) for a in self.config["alphas"]]
-            path = ridge_path(features[fit][scored[fit]], velocity[fit][scored[fit]], alphas)
-            tune_x, tune_y = features[tune][scored[tune]], velocity[tune][scored[tune]]
-            scores = [r2_score(tune_x @ w + b, tune_y) for w, b in path]
-            best = int(np.argmax(scores))
-            (weights, intercept), = ridge_path(features[scored], velocity[scored], [alphas[best]])
-            getattr(self, f"weights_{index}").copy_(torch.from_numpy(weights))
-            getattr(self, f"intercept_{index}").copy_(torch.from_numpy(intercept))
-            getattr(self, f"alpha_{index}_stat").fill_(alphas[best])
-            records.append({"session": session.id, "alpha": alphas[best], "val_r2": float(scores[best])})
-            samples += len(binned.trial_index)
-            if progress:
-                print(f"ridge {session.id}: alpha={alphas[best]:.3g} val R2={scores[best]:.3f}")
-        return {"samples": samples, "records": records}
+    def fit_session(self, session: Session, index: int, spec: SessionSpec) -> tuple[dict, int, str]:
+        binned = bin_trials(session, self.bin_size, split=("train", "val"), behavior=(BEHAVIOR,),
+                            lag=float(self.config["lag"]))
+        features, velocity = self.features(binned), binned.behavior[BEHAVIOR].astype(np.float64)
+        scored = binned.mask & np.isfinite(velocity).all(-1)  # (N, T)
+        fit, tune = fit_and_tune_positions(binned.split)
+        alphas = [float(a) for a in self.config["alphas"]]
+        path = ridge_path(features[fit][scored[fit]], velocity[fit][scored[fit]], alphas)
+        tune_x, tune_y = features[tune][scored[tune]], velocity[tune][scored[tune]]
+        scores = [r2_score(tune_x @ w + b, tune_y) for w, b in path]
+        best = int(np.argmax(scores))
+        (weights, intercept), = ridge_path(features[scored], velocity[scored], [alphas[best]])
+        self.keep(index, weights, intercept, alpha=alphas[best])
+        return ({"alpha": alphas[best], "val_r2": float(scores[best])}, len(binned.trial_index),
+                f"alpha={alphas[best]:.3g} val R2={scores[best]:.3f}")
 
     @torch.no_grad()
     def predict_trials(self, session: Session, binned: BinnedTrials) -> dict[str, np.ndarray]:
-        index, _ = self.spec_for(session)
-        weights = getattr(self, f"weights_{index}").cpu().numpy()
-        intercept = getattr(self, f"intercept_{index}").cpu().numpy()
+        weights, intercept = self.solution(self.spec_for(session)[0])
         return {"hand_vel": self.features(binned) @ weights + intercept}  # (N, T, D)
 
 
@@ -287,7 +313,7 @@ def best_on_path(path: list[tuple]) -> tuple:
     return max(path, key=lambda entry: -np.inf if np.isnan(entry[0]) else entry[0])
 
 
-class SmoothingModel(Decoder):
+class SmoothingModel(ClosedFormDecoder):
     """NLB's smoothing baseline for co-smoothing.
 
     Held-in spike counts are smoothed with a Gaussian kernel (sd ``kern_sd``, 50 ms in NLB); the
@@ -322,40 +348,29 @@ class SmoothingModel(Decoder):
         """(N, T, U_in) smoothed held-in counts per bin; NaN in padded bins."""
         return smooth_spikes(counts_with_nan_padding(binned)[..., spec.heldin_index], binned.bin_size, kern_sd)
 
-    def fit(self, sessions: list[Session], config: dict, *, out_dir: Path | None = None, resume: bool = False,
-            progress: bool = True) -> dict:
-        records, samples = [], 0
-        for session in sessions:
-            index, spec = self.spec_for(session)
-            binned = bin_trials(session, self.bin_size, split=("train", "val"), behavior=())
-            heldout = binned.counts.astype(np.float64)[..., spec.heldout_index]  # (N, T, U_out)
-            fit, tune = fit_and_tune_positions(binned.split)
-            results = []  # (val co-bps, kern_sd, alpha)
-            for kern_sd in self.config["kern_sds"]:
-                smoothed = self.smoothed_heldin(binned, spec, float(kern_sd))
-                fit_x, fit_y = smoothed[fit][binned.mask[fit]], heldout[fit][binned.mask[fit]]
-                tune_x, tune_y = smoothed[tune][binned.mask[tune]], heldout[tune][binned.mask[tune]]
-                results += [(score, float(kern_sd), alpha)
-                            for score, alpha, _, _ in poisson_glm_path(fit_x, fit_y, tune_x, tune_y, self.config["alphas"])]
-            score, kern_sd, alpha = best_on_path(results)
-            smoothed = self.smoothed_heldin(binned, spec, kern_sd)
-            weights, intercept = fit_poisson_glm(smoothed[binned.mask], heldout[binned.mask], alpha)
-            getattr(self, f"weights_{index}").copy_(torch.from_numpy(weights))
-            getattr(self, f"intercept_{index}").copy_(torch.from_numpy(intercept))
-            getattr(self, f"kern_sd_{index}_stat").fill_(kern_sd)
-            getattr(self, f"alpha_{index}_stat").fill_(alpha)
-            records.append({"session": session.id, "kern_sd": kern_sd, "alpha": alpha, "val_co_bps": float(score)})
-            samples += len(binned.trial_index)
-            if progress:
-                print(f"smoothing {session.id}: kern_sd={kern_sd:g}s alpha={alpha:g} val co-bps={score:.3f}")
-        return {"samples": samples, "records": records}
+    def fit_session(self, session: Session, index: int, spec: SessionSpec) -> tuple[dict, int, str]:
+        binned = bin_trials(session, self.bin_size, split=("train", "val"), behavior=())
+        heldout = binned.counts.astype(np.float64)[..., spec.heldout_index]  # (N, T, U_out)
+        fit, tune = fit_and_tune_positions(binned.split)
+        results = []  # (val co-bps, kern_sd, alpha)
+        for kern_sd in self.config["kern_sds"]:
+            smoothed = self.smoothed_heldin(binned, spec, float(kern_sd))
+            fit_x, fit_y = smoothed[fit][binned.mask[fit]], heldout[fit][binned.mask[fit]]
+            tune_x, tune_y = smoothed[tune][binned.mask[tune]], heldout[tune][binned.mask[tune]]
+            results += [(score, float(kern_sd), alpha)
+                        for score, alpha, _, _ in poisson_glm_path(fit_x, fit_y, tune_x, tune_y, self.config["alphas"])]
+        score, kern_sd, alpha = best_on_path(results)
+        smoothed = self.smoothed_heldin(binned, spec, kern_sd)
+        weights, intercept = fit_poisson_glm(smoothed[binned.mask], heldout[binned.mask], alpha)
+        self.keep(index, weights, intercept, kern_sd=kern_sd, alpha=alpha)
+        return ({"kern_sd": kern_sd, "alpha": alpha, "val_co_bps": float(score)}, len(binned.trial_index),
+                f"kern_sd={kern_sd:g}s alpha={alpha:g} val co-bps={score:.3f}")
 
     @torch.no_grad()
     def predict_trials(self, session: Session, binned: BinnedTrials) -> dict[str, np.ndarray]:
         index, spec = self.spec_for(session)
         smoothed = self.smoothed_heldin(binned, spec, float(getattr(self, f"kern_sd_{index}_stat")))
-        weights = getattr(self, f"weights_{index}").cpu().numpy()
-        intercept = getattr(self, f"intercept_{index}").cpu().numpy()
+        weights, intercept = self.solution(index)
         heldout = np.exp(np.clip(np.nan_to_num(smoothed) @ weights + intercept, None, 30.0))
         return {"rates_heldin": np.nan_to_num(smoothed), "rates_heldout": heldout}
 
