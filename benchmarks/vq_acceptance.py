@@ -87,6 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    from mini_decoders.models.registry import get_model
     from mini_decoders.run import load_run
 
     out = Path(args.out or tempfile.mkdtemp(prefix="vq_acceptance_"))
@@ -95,7 +96,7 @@ def main() -> None:
         threads=args.threads)
     paths = sorted(data.glob("*.nwb"))
     seconds = {}
-    for model in ("vq", "ridge"):
+    for model in ("vq", get_model("vq").BASELINE):  # VQ and the classic baseline it is judged against
         seconds[model] = cli("train", model, "--data", *map(str, paths), "--profile", args.profile, "--out",
                              str(out / model), "--seed", str(args.seed), "--quiet", threads=args.threads)
     vq_run, ridge_run = load_run(out / "vq"), load_run(out / "ridge")

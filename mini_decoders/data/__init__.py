@@ -1,6 +1,8 @@
 """Data layer: the Session record, NWB I/O, the simulator, real data, binning, windows and batching.
 
-``data`` sits at the bottom of the package: nothing here imports models, training or metrics.
+``data`` sits at the bottom of the package: nothing here imports tokenizers, models, training, run or
+experiments. The simulator's oracle scores its true rates with :mod:`mini_decoders.metrics` (the NLB
+definitions, which import nothing of the package), so an oracle and a model are scored alike.
 """
 
 from mini_decoders.data.batching import (BinnedTrialDataset, SpikeWindowDataset, SpikeWindows, bucket_batches,
