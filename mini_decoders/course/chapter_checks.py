@@ -655,7 +655,7 @@ def check_stratified_splits(student_fn) -> None:
         labels = got.astype(str)
         unknown = np.flatnonzero(~np.isin(labels, SPLITS))
         if len(unknown):
-            raise CheckFailed(f"the splits ({case}): entry {int(unknown[0])} is {labels[unknown[0]]!r}, it should be "
+            raise CheckFailed(f"the splits ({case}): entry {int(unknown[0])} is {str(labels[unknown[0]])!r}, it should be "
                               f"'train', 'val' or 'test'")
         label_of = np.asarray(condition).astype(str)
         overall_right = all((labels == s).sum() == (expected == s).sum() for s in SPLITS)
@@ -668,7 +668,7 @@ def check_stratified_splits(student_fn) -> None:
                         if overall_right else
                         "n_train = round(fractions[0] · n) and n_val = round(fractions[1] · n) trials of each "
                         "condition's n, the rest test")
-                raise CheckFailed(f"the splits ({case}): condition {value!r} ({len(mine)} trials) should have "
+                raise CheckFailed(f"the splits ({case}): condition {str(value)!r} ({len(mine)} trials) should have "
                                   f"{want[0]} train / {want[1]} val / {want[2]} test trials, like the package's; yours "
                                   f"has {have[0]} / {have[1]} / {have[2]}\n  hint: {hint}")
         again = np.asarray(call_student(student_fn, (condition, fractions, case_seed), case=case)).astype(str)
