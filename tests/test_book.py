@@ -75,3 +75,24 @@ def test_no_unchecked_facts_in_any_notebook():
         text = notebook.read_text().lower()
         for phrase in ("from memory", "not checked"):
             assert phrase not in text, f"{notebook.name} contains {phrase!r}: check the fact or leave it out"
+
+
+MATH_OR_CODE = re.compile(r"\$\$.*?\$\$|\$[^$\n]*\$|```.*?```|`[^`\n]*`", flags=re.S)
+PRECISE_NUMBER = re.compile(r"(?<![\w.])\d+\.\d{3,}(?![\w.])")  # 0.238 or 0.0016; not 0.25 or 2534.78
+CITED = re.compile(r"\{cite\}|Table|§|App\.|Eq\.|authors' code|project page")
+
+
+def test_no_measured_number_is_typed_into_chapter_prose():
+    """The book executes every chapter at build time, in the profile of the machine: a result typed
+    into markdown (a co-bps of 0.238) disagrees with the figures as soon as anything changes. A
+    number with three or more decimals in a chapter's prose must be a citation (its cell names the
+    source: {cite}, a table, a section, the authors' code) or be written by a cell from the run."""
+    for notebook in NOTEBOOKS:
+        for index, cell in enumerate(json.loads(notebook.read_text())["cells"]):
+            if cell["cell_type"] != "markdown":
+                continue
+            prose = MATH_OR_CODE.sub("", "".join(cell["source"]))
+            numbers = PRECISE_NUMBER.findall(prose)
+            assert not numbers or CITED.search(prose), (
+                f"{notebook.name} cell {index}: {numbers} typed into markdown. Print a measured number from the "
+                f"run (IPython.display.Markdown), or name the source of a cited one")

@@ -92,7 +92,10 @@ def _perturb(value):
         return wrong
     if isinstance(value, np.ndarray):
         wrong = value.copy()
-        if wrong.dtype == bool:
+        if wrong.dtype.kind in "UO":  # labels (e.g. "train" / "val" / "test"): the first gets another label
+            wrong = wrong.astype(object)
+            wrong.flat[0] = next(label for label in (*sorted(set(value.tolist())), "?") if label != value.flat[0])
+        elif wrong.dtype == bool:
             wrong.flat[0] = not wrong.flat[0]
         else:
             wrong.flat[0] += 1
@@ -454,3 +457,152 @@ def test_rubric_lists_every_graded_item_with_its_points():
     for assignment in ASSIGNMENTS.values():
         assert (ROOT / assignment.notebook).exists()
         assert f"--assignment {assignment.number}" in rubric
+
+
+# ------------------------------------------------------------------------------ chapters 7-9
+CHAPTERS_7_TO_9 = ("07_vq_tokens", "08_side_by_side", "09_real_data")
+
+
+def test_chapters_7_to_9_have_checked_exercises_and_no_stray_solutions(tmp_path):
+    """Two or more registered, non-planned exercises each; the student edition drops every solution body."""
+    in_notebooks = {param.values[0].key for param in EXERCISE_CELLS}
+    for chapter in CHAPTERS_7_TO_9:
+        items = [item for item in EXERCISES.values() if item.source == chapter]
+        assert len(items) >= 2 and not any(item.planned for item in items), chapter
+        assert {item.key for item in items} <= in_notebooks, chapter
+    sources = [ROOT / "notebooks" / f"{chapter}.ipynb" for chapter in CHAPTERS_7_TO_9]
+    build_editions(tmp_path, sources=sources, root=ROOT)
+    for source in sources:
+        original = read_notebook(source)
+        # A cell written as a solution must be tagged as one (chapter 7's once was not, and shipped).
+        for cell in original.cells:
+            if cell.cell_type == "code" and cell.source.lstrip().startswith("# Solution"):
+                assert "solution" in cell_tags(cell), (source.name, cell.source[:80])
+        bodies = [c.source.split("\n", 1)[1] for c in original.cells if "solution" in cell_tags(c)]
+        student = "\n".join(c.source for c in read_notebook(tmp_path / "student" / source.name).cells)
+        assert bodies and not [body for body in bodies if body.strip() in student], source.name
+
+
+def test_typical_mistakes_in_chapters_7_to_9_get_a_message_that_points_at_them():
+    from mini_decoders.course import (check_ema_update, check_judge, check_scaling_exponent,
+                                      check_spikes_from_counts, check_stratified_splits, check_vq_quantise)
+
+    # chapter 7: the quantiser
+    def by_dot_product(z, codebook):
+        codes = (z @ codebook.t()).argmax(1)
+        return z + (codebook[codes] - z).detach(), codes
+    with pytest.raises(CheckFailed, match="largest dot product"):
+        check_vq_quantise(by_dot_product)
+    quantise = _solution_of("vq_quantise")
+    with pytest.raises(CheckFailed, match="codes first"):
+        check_vq_quantise(lambda z, codebook: quantise(z, codebook)[::-1])
+    with pytest.raises(CheckFailed, match="carry no gradient"):
+        check_vq_quantise(lambda z, codebook: (codebook[quantise(z, codebook)[1]], quantise(z, codebook)[1]))
+
+    def no_detach(z, codebook):
+        codes = quantise(z, codebook)[1]
+        return z + (codebook[codes] - z), codes
+    with pytest.raises(CheckFailed, match=r"the gradient reaching z(.|\n)*without \.detach\(\)"):
+        check_vq_quantise(no_detach)
+
+    # chapter 7: the EMA codebook update
+    ema = _solution_of("ema_update")
+    with pytest.raises(CheckFailed, match=r"the new ema_count(.|\n)*weighs the \*old\* statistics"):
+        check_ema_update(lambda z, codes, codebook, count, sums, decay=0.99, eps=1e-5:
+                         ema(z, codes, codebook, count, sums, 1 - decay, eps))
+
+    def no_mass_rule(z, codes, codebook, count, sums, decay=0.99, eps=1e-5):
+        _, new_count, new_sum = ema(z, codes, codebook, count, sums, decay, eps)
+        return new_sum / new_count.clamp_min(eps)[:, None], new_count, new_sum
+    with pytest.raises(CheckFailed, match="keeps its old row"):
+        check_ema_update(no_mass_rule)
+
+    def batch_means(z, codes, codebook, count, sums, decay=0.99, eps=1e-5):
+        n = torch.bincount(codes, minlength=len(codebook)).float()
+        s = torch.zeros_like(sums).index_add_(0, codes, z)
+        return torch.where(n[:, None] > 0, s / n.clamp_min(1)[:, None], codebook), n, s
+    with pytest.raises(CheckFailed, match=r"the new ema_count .*entry"):
+        check_ema_update(batch_means)
+
+    # chapter 8: the scaling exponent
+    exponent = _solution_of("scaling_exponent")
+
+    def swapped(x, seconds):
+        kept = [(a, t) for a, t in zip(x, seconds) if t is not None and t > 0]
+        return None if len(kept) < 2 else float(np.polyfit(*np.log(np.array(kept)).T[::-1], 1)[0])
+    with pytest.raises(CheckFailed, match="axes are swapped"):
+        check_scaling_exponent(swapped)
+    with pytest.raises(CheckFailed, match="should be None"):
+        check_scaling_exponent(lambda x, seconds: exponent(x, seconds) or 0.0)
+    with pytest.raises(CheckFailed, match="raised TypeError"):  # None times are not skipped
+        check_scaling_exponent(lambda x, seconds: float(np.polyfit(np.log(x), np.log(seconds), 1)[0]))
+
+    # chapter 8: the verdict of a row
+    judge = _solution_of("judge")
+
+    def ratio_to_any_baseline(score, baseline_score, oracle_score, bar=1.0):
+        verdict = judge(score, baseline_score, oracle_score, bar)
+        if baseline_score is not None:
+            verdict["ratio_to_baseline"] = score / baseline_score
+        return verdict
+    with pytest.raises(CheckFailed, match=r"ratio_to_baseline \(a negative baseline.*should be None"):
+        check_judge(ratio_to_any_baseline)
+
+    def ties_win(score, baseline_score, oracle_score, bar=1.0):
+        verdict = judge(score, baseline_score, oracle_score, bar)
+        if baseline_score is not None:
+            verdict["beats_baseline"] = score >= baseline_score
+        return verdict
+    with pytest.raises(CheckFailed, match="a tie does not beat"):
+        check_judge(ties_win)
+    with pytest.raises(CheckFailed, match=r"meets_model_bar \(VQ's bar 0.9(.|\n)*bar · baseline_score"):
+        check_judge(lambda score, baseline_score, oracle_score, bar=1.0: judge(score, baseline_score, oracle_score))
+
+    # chapter 9: spike times from counts
+    unbin = _solution_of("spikes_from_counts")
+
+    def at_centres(counts, bin_size, t_start=0.0):
+        bins, units = np.nonzero(counts)
+        n = counts[bins, units]
+        return t_start + (np.repeat(bins, n) + 0.5) * bin_size, np.repeat(units, n)
+    with pytest.raises(CheckFailed, match="bin's centre"):
+        check_spikes_from_counts(at_centres)
+
+    def unsorted(counts, bin_size, t_start=0.0):
+        times, units = unbin(counts, bin_size, t_start)
+        order = np.lexsort((times, units))  # unit by unit, as a per-neuron file lists them
+        return times[order], units[order]
+    with pytest.raises(CheckFailed, match="sorted in time"):
+        check_spikes_from_counts(unsorted)
+    with pytest.raises(CheckFailed, match=r"the spike times \(in time order\).*entry"):
+        check_spikes_from_counts(lambda counts, bin_size, t_start=0.0: unbin(counts, bin_size))
+
+    # chapter 9: splits within each condition
+    def global_split(condition, fractions=(0.7, 0.1, 0.2), seed=0):
+        return _solution_of("stratified_splits")(np.zeros(len(condition)), fractions, seed)
+    with pytest.raises(CheckFailed, match="every condition on their own"):
+        check_stratified_splits(global_split)
+
+    def no_shuffle(condition, fractions=(0.7, 0.1, 0.2), seed=0):
+        condition = np.asarray(condition).astype(str)
+        split = np.full(len(condition), "test", dtype=object)
+        for label in np.unique(condition):
+            members = np.flatnonzero(condition == label)
+            n_train, n_val = round(fractions[0] * len(members)), round(fractions[1] * len(members))
+            split[members[:n_train]], split[members[n_train:n_train + n_val]] = "train", "val"
+        return split.astype(str)
+    with pytest.raises(CheckFailed, match="the same for seeds"):
+        check_stratified_splits(no_shuffle)
+
+    def truncating(condition, fractions=(0.7, 0.1, 0.2), seed=0):
+        condition = np.asarray(condition).astype(str)
+        rng = np.random.default_rng(seed)
+        split = np.full(len(condition), "test", dtype=object)
+        for label in np.unique(condition):
+            members = rng.permutation(np.flatnonzero(condition == label))
+            n_train, n_val = int(fractions[0] * len(members)), int(fractions[1] * len(members))
+            split[members[:n_train]], split[members[n_train:n_train + n_val]] = "train", "val"
+        return split.astype(str)
+    with pytest.raises(CheckFailed, match=r"should have .* train .*\n  hint: n_train = round"):
+        check_stratified_splits(truncating)
+

@@ -65,9 +65,12 @@ from mini_decoders.course.registry import ASSIGNMENTS, EXERCISES, Assignment, Ex
 from mini_decoders.course.chapter_checks import (  # noqa: E402  (registers the chapters' exercises)
     check_bin_spikes, check_bits_per_spike, check_causal_history, check_inter_region_mask, check_keep_new_rows,
     check_mae_visible, check_masked_poisson_loss, check_patch_embedding, check_r2, check_rotate_by_time,
-    check_smooth, check_temporal_mask, check_vq_quantise)
+    check_smooth, check_temporal_mask)
 from mini_decoders.course.chapter_checks import (  # noqa: E402  (chapters 4-6: issue 20's exercises)
     check_intra_region_mask, check_latent_cross_attention, check_mae_loss, check_neuron_bps)
+from mini_decoders.course.chapter_checks import (  # noqa: E402  (chapters 7-9: VQ, side by side, real data)
+    check_ema_update, check_judge, check_scaling_exponent, check_spikes_from_counts, check_stratified_splits,
+    check_vq_quantise)
 from mini_decoders.course.assignment_checks import (  # noqa: E402  (registers the assignments' items)
     check_adapt_units, check_bin_tokens, check_layer_lr_multipliers, check_neuron_mask, check_patch_grid,
     check_region_mask, check_span_selection, check_spike_tokens, check_tokens_per_second,
