@@ -67,9 +67,9 @@ from mini_decoders.course.chapter_checks import (  # noqa: E402  (registers the 
     check_mae_visible, check_masked_poisson_loss, check_patch_embedding, check_r2, check_rotate_by_time,
     check_smooth, check_temporal_mask, check_vq_quantise)
 from mini_decoders.course.assignment_checks import (  # noqa: E402  (registers the assignments' items)
-    check_adapt_units, check_bin_tokens, check_layer_lr_multipliers, check_neuron_mask, check_patch_grid,
-    check_region_mask, check_span_selection, check_spike_tokens, check_tokens_per_second,
-    check_unit_id_parameter_count)
+    check_adapt_to_session, check_bin_tokens, check_choose_bin_size, check_layer_lr_multipliers, check_my_masking_scheme,
+    check_neuron_mask, check_patch_grid, check_region_mask, check_span_selection, check_spike_tokens,
+    check_tokens_per_second, check_unit_id_parameter_count)
 from mini_decoders.course.notebooks import verify  # noqa: E402
 from mini_decoders.course.editions import build_editions  # noqa: E402
 from mini_decoders.course.grading import grade  # noqa: E402
