@@ -568,3 +568,16 @@ def test_grader_reports_a_timed_out_part_and_a_failing_cell(tmp_path):
     assert "raised ValueError: my helper broke" in by_function["region_mask"].message
     assert "timed out" in report.text() and report.total == 0
 
+
+
+@pytest.mark.parametrize("number", [1, 2])  # assignment 3: test_autograder_scores_student_edition_0_and_solution_100
+def test_the_other_assignments_grade_0_as_given_and_100_solved(number, tmp_path):
+    """Both editions run top to bottom in the tiny profile (nbval does not run coursework/), the
+    outcome parts included; the student edition fails only in its exercise and check cells."""
+    source = ROOT / ASSIGNMENTS[number].notebook
+    build_editions(tmp_path, sources=[source], root=ROOT)
+    student = grade(tmp_path / "student" / source.name, number, profile="tiny")
+    assert student.total == 0 and {item.status for item in student.items} == {"not implemented"}
+    assert {e["ename"] for e in student.cell_errors} <= NOT_DONE
+    instructor = grade(tmp_path / "instructor" / source.name, number, profile="tiny")
+    assert instructor.total == 100 and instructor.cell_errors == [], instructor.text()
