@@ -32,6 +32,8 @@ def _exercises():
     for path in SOURCES:
         nb = read_notebook(path)
         for entry in find_exercises(path, nb)[0]:
+            if entry.solution is None or entry.check_name is None:
+                continue  # a broken convention: the verifier test says what is wrong
             item = next(i for i in EXERCISES.values() if i.check_name == entry.check_name)
             yield pytest.param(item, nb.cells[entry.stub].source, nb.cells[entry.solution].source,
                                id=f"{path.stem}:{entry.function}")

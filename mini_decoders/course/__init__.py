@@ -17,8 +17,9 @@ work:
   no solutions, outputs cleared, a Colab badge to themselves, a pinned install cell, a GPU
   runtime) and instructor notebooks (solutions shown);
 - :func:`grade` (``mini-decoders course grade SUBMISSION.ipynb --assignment N``): runs a
-  submitted notebook (tiny profile, with a timeout), then the assignment's checks on the
-  functions it defines, and prints a per-item report with rubric points and a total.
+  submitted notebook (``quick`` profile unless ``MINI_DECODERS_PROFILE`` says otherwise, a
+  timeout per cell), then the assignment's checks on the functions it defines (outcome-graded
+  parts with partial credit), and prints a per-item report with rubric points and a total.
 
 The cell convention
 -------------------
