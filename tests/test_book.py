@@ -96,3 +96,37 @@ def test_no_measured_number_is_typed_into_chapter_prose():
             assert not numbers or CITED.search(prose), (
                 f"{notebook.name} cell {index}: {numbers} typed into markdown. Print a measured number from the "
                 f"run (IPython.display.Markdown), or name the source of a cited one")
+
+
+# ---------------------------------------------------------------------------- coursework in the book
+COURSEWORK = sorted((ROOT / "coursework").glob("*.ipynb"))
+
+
+def test_the_toc_has_a_coursework_part_with_the_assignments_and_the_rubric():
+    import yaml
+
+    parts = yaml.safe_load((ROOT / "_toc.yml").read_text())["parts"]
+    coursework = [part for part in parts if part.get("caption") == "Coursework"]
+    assert len(coursework) == 1, "_toc.yml has no 'Coursework' part"
+    files = [chapter["file"] for chapter in coursework[0]["chapters"]]
+    assert COURSEWORK and all(f"coursework/{notebook.stem}" in files for notebook in COURSEWORK), files
+    assert "coursework/rubric" in files
+
+
+def test_the_book_shows_the_assignments_without_solutions():
+    """Solution cells carry remove-cell (left out of the page; `solution` stays for the grader and the
+    editions), and the build does not execute the assignments, so they render as stubs."""
+    import yaml
+
+    for notebook in COURSEWORK:
+        cells = json.loads(notebook.read_text())["cells"]
+        solutions = [cell for cell in cells if "solution" in cell.get("metadata", {}).get("tags", [])]
+        assert solutions, f"{notebook.name}: no solution cell"
+        for cell in solutions:
+            assert "remove-cell" in cell["metadata"]["tags"], f"{notebook.name}: a solution cell the book would show"
+        for cell in cells:
+            if cell["cell_type"] == "code":
+                assert cell.get("outputs") == [] and cell.get("execution_count") is None, \
+                    f"{notebook.name}: outputs are committed"
+    excluded = yaml.safe_load((ROOT / "_config.yml").read_text())["execute"].get("exclude_patterns", [])
+    assert any(Path(f"/x/coursework/{COURSEWORK[0].name}").match(pattern) for pattern in excluded), excluded
