@@ -383,3 +383,17 @@ def test_model_bars_judge_vq_at_its_issues_ratio_and_the_rest_at_beating(vq_r2, 
     assert by_name["ndt1"]["meets_model_bar"] is by_name["ndt1"]["beats_baseline"] is False
     assert by_name["ridge"]["model_bar"] is None
     assert table["summary"]["transformers_meet_model_bars"] is False
+
+
+def test_judge_score_is_the_verdict_build_table_writes():
+    """A ratio only to a positive baseline or oracle, ties do not beat, the bar is a ratio; no reference, no verdict."""
+    from mini_decoders.experiments.benchmark import judge_score
+
+    assert judge_score(0.375, 0.25, 0.75) == {"beats_baseline": True, "ratio_to_baseline": 1.5,
+                                              "meets_model_bar": True, "fraction_of_oracle": 0.5}
+    assert judge_score(0.2, 0.2, None)["beats_baseline"] is False  # a tie
+    assert judge_score(0.2, -0.1, 0.0) == {"beats_baseline": True, "ratio_to_baseline": None, "meets_model_bar": True,
+                                           "fraction_of_oracle": None}
+    assert judge_score(0.19, 0.2, bar=0.9)["meets_model_bar"] is True
+    assert judge_score(0.17, 0.2, bar=0.9)["meets_model_bar"] is False
+    assert set(judge_score(0.3, None, None).values()) == {None}

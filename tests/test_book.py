@@ -75,3 +75,58 @@ def test_no_unchecked_facts_in_any_notebook():
         text = notebook.read_text().lower()
         for phrase in ("from memory", "not checked"):
             assert phrase not in text, f"{notebook.name} contains {phrase!r}: check the fact or leave it out"
+
+
+MATH_OR_CODE = re.compile(r"\$\$.*?\$\$|\$[^$\n]*\$|```.*?```|`[^`\n]*`", flags=re.S)
+PRECISE_NUMBER = re.compile(r"(?<![\w.])\d+\.\d{3,}(?![\w.])")  # 0.238 or 0.0016; not 0.25 or 2534.78
+CITED = re.compile(r"\{cite\}|Table|§|App\.|Eq\.|authors' code|project page")
+
+
+def test_no_measured_number_is_typed_into_chapter_prose():
+    """The book executes every chapter at build time, in the profile of the machine: a result typed
+    into markdown (a co-bps of 0.238) disagrees with the figures as soon as anything changes. A
+    number with three or more decimals in a chapter's prose must be a citation (its cell names the
+    source: {cite}, a table, a section, the authors' code) or be written by a cell from the run."""
+    for notebook in NOTEBOOKS:
+        for index, cell in enumerate(json.loads(notebook.read_text())["cells"]):
+            if cell["cell_type"] != "markdown":
+                continue
+            prose = MATH_OR_CODE.sub("", "".join(cell["source"]))
+            numbers = PRECISE_NUMBER.findall(prose)
+            assert not numbers or CITED.search(prose), (
+                f"{notebook.name} cell {index}: {numbers} typed into markdown. Print a measured number from the "
+                f"run (IPython.display.Markdown), or name the source of a cited one")
+
+
+# ---------------------------------------------------------------------------- coursework in the book
+COURSEWORK = sorted((ROOT / "coursework").glob("*.ipynb"))
+
+
+def test_the_toc_has_a_coursework_part_with_the_assignments_and_the_rubric():
+    import yaml
+
+    parts = yaml.safe_load((ROOT / "_toc.yml").read_text())["parts"]
+    coursework = [part for part in parts if part.get("caption") == "Coursework"]
+    assert len(coursework) == 1, "_toc.yml has no 'Coursework' part"
+    files = [chapter["file"] for chapter in coursework[0]["chapters"]]
+    assert COURSEWORK and all(f"coursework/{notebook.stem}" in files for notebook in COURSEWORK), files
+    assert "coursework/rubric" in files
+
+
+def test_the_book_shows_the_assignments_without_solutions():
+    """Solution cells carry remove-cell (left out of the page; `solution` stays for the grader and the
+    editions), and the build does not execute the assignments, so they render as stubs."""
+    import yaml
+
+    for notebook in COURSEWORK:
+        cells = json.loads(notebook.read_text())["cells"]
+        solutions = [cell for cell in cells if "solution" in cell.get("metadata", {}).get("tags", [])]
+        assert solutions, f"{notebook.name}: no solution cell"
+        for cell in solutions:
+            assert "remove-cell" in cell["metadata"]["tags"], f"{notebook.name}: a solution cell the book would show"
+        for cell in cells:
+            if cell["cell_type"] == "code":
+                assert cell.get("outputs") == [] and cell.get("execution_count") is None, \
+                    f"{notebook.name}: outputs are committed"
+    excluded = yaml.safe_load((ROOT / "_config.yml").read_text())["execute"].get("exclude_patterns", [])
+    assert any(Path(f"/x/coursework/{COURSEWORK[0].name}").match(pattern) for pattern in excluded), excluded

@@ -17,8 +17,9 @@ work:
   no solutions, outputs cleared, a Colab badge to themselves, a pinned install cell, a GPU
   runtime) and instructor notebooks (solutions shown);
 - :func:`grade` (``mini-decoders course grade SUBMISSION.ipynb --assignment N``): runs a
-  submitted notebook (tiny profile, with a timeout), then the assignment's checks on the
-  functions it defines, and prints a per-item report with rubric points and a total.
+  submitted notebook (``quick`` profile unless ``MINI_DECODERS_PROFILE`` says otherwise, a
+  timeout per cell), then the assignment's checks on the functions it defines (outcome-graded
+  parts with partial credit), and prints a per-item report with rubric points and a total.
 
 The cell convention
 -------------------
@@ -65,13 +66,16 @@ from mini_decoders.course.registry import ASSIGNMENTS, EXERCISES, Assignment, Ex
 from mini_decoders.course.chapter_checks import (  # noqa: E402  (registers the chapters' exercises)
     check_bin_spikes, check_bits_per_spike, check_causal_history, check_inter_region_mask, check_keep_new_rows,
     check_mae_visible, check_masked_poisson_loss, check_patch_embedding, check_r2, check_rotate_by_time,
-    check_smooth, check_temporal_mask, check_vq_quantise)
+    check_smooth, check_temporal_mask)
 from mini_decoders.course.chapter_checks import (  # noqa: E402  (chapters 4-6: issue 20's exercises)
     check_intra_region_mask, check_latent_cross_attention, check_mae_loss, check_neuron_bps)
+from mini_decoders.course.chapter_checks import (  # noqa: E402  (chapters 7-9: VQ, side by side, real data)
+    check_ema_update, check_judge, check_scaling_exponent, check_spikes_from_counts, check_stratified_splits,
+    check_vq_quantise)
 from mini_decoders.course.assignment_checks import (  # noqa: E402  (registers the assignments' items)
-    check_adapt_units, check_bin_tokens, check_layer_lr_multipliers, check_neuron_mask, check_patch_grid,
-    check_region_mask, check_span_selection, check_spike_tokens, check_tokens_per_second,
-    check_unit_id_parameter_count)
+    check_adapt_to_session, check_bin_tokens, check_choose_bin_size, check_layer_lr_multipliers, check_my_masking_scheme,
+    check_neuron_mask, check_patch_grid, check_region_mask, check_span_selection, check_spike_tokens,
+    check_tokens_per_second, check_unit_id_parameter_count)
 from mini_decoders.course.notebooks import verify  # noqa: E402
 from mini_decoders.course.editions import build_editions  # noqa: E402
 from mini_decoders.course.grading import grade  # noqa: E402

@@ -3,7 +3,8 @@
 - **student**: solution cells removed (the stubs stay), outputs cleared, a Colab badge that opens
   this very edition, an install cell pinned to the package version, and notebook metadata that
   asks Colab for a GPU runtime (so the chapters run the ``full`` profile there).
-- **instructor**: the same, with the solution cells kept and unfolded (no ``hide-input``).
+- **instructor**: the same, with the solution cells kept and unfolded (no ``hide-input``, and no
+  ``remove-cell``, the tag that keeps the assignments' solutions out of the book).
 
 ``build_editions(out)`` writes ``out/student/<name>.ipynb`` and ``out/instructor/<name>.ipynb``.
 The badges point at ``<repo_path>/<edition>/<name>.ipynb`` on the repository and branch named in
@@ -17,8 +18,8 @@ import copy
 import re
 from pathlib import Path
 
-from mini_decoders.course.notebooks import (TAG_FOLD, TAG_SOLUTION, cell_tags, default_sources, read_notebook,
-                                            repo_root, require)
+from mini_decoders.course.notebooks import (TAG_FOLD, TAG_REMOVE, TAG_SOLUTION, cell_tags, default_sources,
+                                            read_notebook, repo_root, require)
 
 EDITIONS = ("student", "instructor")
 COLAB_BADGE = re.compile(r"https://colab\.research\.google\.com/github/([^/\s]+)/([^/\s]+)/blob/([^/\s]+)/([^)\s]+?\.ipynb)")
@@ -72,7 +73,7 @@ def make_edition(nb, edition: str, name: str, repo_path: str = "editions"):
         if TAG_SOLUTION in tags:
             if edition == "student":
                 continue
-            cell.metadata["tags"] = [t for t in tags if t != TAG_FOLD]
+            cell.metadata["tags"] = [t for t in tags if t not in (TAG_FOLD, TAG_REMOVE)]
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
             cell.metadata.pop("execution", None)

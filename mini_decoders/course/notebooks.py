@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 TAG_EXERCISE, TAG_SOLUTION, TAG_CHECK, TAG_FOLD = "exercise", "solution", "check", "hide-input"
+TAG_REMOVE = "remove-cell"  # Jupyter Book leaves the cell out: the assignments' solutions are not in the book
 
 
 def repo_root() -> Path:
@@ -189,25 +190,31 @@ def verify(paths: list[Path] | None = None, root: Path | None = None) -> list[st
     cell follows with the *same signature* (names, defaults, annotations); a check cell follows
     that calls the registered ``check_<key>`` of that function; the function name appears in no
     other cell (so student editions run to the end). Per notebook: chapters fold solutions
-    (``hide-input``); every registered exercise of the notebook is present; the install cell pins
+    (``hide-input``), assignments leave them out of the book (``remove-cell``); every registered
+    exercise of the notebook is present; the install cell pins
     the package's version. Across notebooks (default set only): every registered exercise has a
     notebook.
     """
     from mini_decoders import __version__
-    from mini_decoders.course.registry import EXERCISES
+    from mini_decoders.course.registry import ASSIGNMENTS, EXERCISES
 
     checking_all = paths is None
     paths = [Path(p) for p in (paths if paths is not None else default_sources(root))]
     problems = []
     by_check = {item.check_name: item for item in EXERCISES.values()}
+    assignment_stems = {Path(assignment.notebook).stem for assignment in ASSIGNMENTS.values()}
     for path in paths:
         nb = read_notebook(path)
         found, notebook_problems = find_exercises(path, nb)
         problems += notebook_problems
         is_chapter = path.parent.name in ("notebooks", "drafts")
+        is_assignment = path.stem in assignment_stems
         for entry in found:
             if entry.solution is not None and is_chapter and TAG_FOLD not in cell_tags(nb.cells[entry.solution]):
                 problems.append(f"{path.name} cell {entry.solution}: tag the solution '{TAG_FOLD}' so the book folds it")
+            if entry.solution is not None and is_assignment and TAG_REMOVE not in cell_tags(nb.cells[entry.solution]):
+                problems.append(f"{path.name} cell {entry.solution}: tag the solution '{TAG_REMOVE}' so the book leaves "
+                                f"it out (assignments are graded)")
             if entry.check_name is None:
                 continue
             item = by_check.get(entry.check_name)

@@ -28,6 +28,8 @@ class Exercise:
         title: one line for reports and the rubric.
         planned: the check exists but its chapter's cells do not yet (chapters being written);
             the verifier does not ask for them. Drop the flag when the cells are added.
+        outcome: graded on a measured result (a score the student's choice reaches within a
+            budget, with partial credit), not on matching the package call for call.
     """
 
     key: str
@@ -39,6 +41,7 @@ class Exercise:
     points: int = 0
     title: str = ""
     planned: bool = False
+    outcome: bool = False
 
     @property
     def check_name(self) -> str:
@@ -72,7 +75,7 @@ ASSIGNMENTS: dict[int, Assignment] = {
 
 
 def exercise(*, function: str, source: str, reference: str, title: str = "", assignment: int | None = None,
-             points: int = 0, planned: bool = False) -> Callable[[Callable], Callable]:
+             points: int = 0, planned: bool = False, outcome: bool = False) -> Callable[[Callable], Callable]:
     """Register the decorated ``check_<key>`` function as the check of an exercise."""
 
     def register(check: Callable) -> Callable:
@@ -85,7 +88,7 @@ def exercise(*, function: str, source: str, reference: str, title: str = "", ass
         if assignment is not None and (assignment not in ASSIGNMENTS or points <= 0):
             raise ValueError(f"{name}: graded items need a known assignment and positive points")
         EXERCISES[key] = Exercise(key, function, source, reference, check, assignment, points,
-                                  title or (check.__doc__ or "").strip().splitlines()[0], planned)
+                                  title or (check.__doc__ or "").strip().splitlines()[0], planned, outcome)
         return check
 
     return register

@@ -401,6 +401,35 @@ def _row_line(row: dict) -> str:
     return f"{row_label(row)}: " + ", ".join(parts)
 
 
+def judge_score(score: float, baseline_score: float | None, oracle_score: float | None = None,
+                bar: float = 1.0) -> dict[str, float | bool | None]:
+    """How one judged score compares with its classic baseline and with the oracle (a table row's verdict).
+
+    Args:
+        score: the model's score on the metric it is judged on (co-bps or velocity R²; higher is better).
+        baseline_score: the classic baseline's score on that metric (None: no baseline to compare with).
+        oracle_score: the true rates' score (None: real data, no oracle).
+        bar: the ratio to the baseline the model's own chapter asks for (1.0: "beat it"; VQ: 0.9).
+
+    Returns:
+        ``beats_baseline``: ``score > baseline_score``; ``ratio_to_baseline``: ``score / baseline_score``,
+        None unless the baseline is positive (a ratio to a score at or below zero means nothing);
+        ``meets_model_bar``: ``beats_baseline`` when ``bar`` is 1, else ``score >= bar * baseline_score``;
+        ``fraction_of_oracle``: ``score / oracle_score``, None unless the oracle is positive. Every
+        entry is None when its reference (baseline or oracle) is None.
+    """
+    verdict: dict[str, float | bool | None] = {"beats_baseline": None, "ratio_to_baseline": None,
+                                               "meets_model_bar": None, "fraction_of_oracle": None}
+    if baseline_score is not None:
+        verdict["beats_baseline"] = bool(score > baseline_score)
+        verdict["ratio_to_baseline"] = score / baseline_score if baseline_score > 0 else None
+        verdict["meets_model_bar"] = (verdict["beats_baseline"] if bar == 1.0
+                                      else bool(score >= bar * baseline_score))
+    if oracle_score is not None:
+        verdict["fraction_of_oracle"] = score / oracle_score if oracle_score > 0 else None
+    return verdict
+
+
 def build_table(rows: list[dict], oracle: dict | None, settings: BenchmarkSettings, sessions) -> dict:
     """The JSON table: rows with their baseline comparison, the oracle, the data, a summary."""
     by_name = {row_label(row): row for row in rows}
@@ -414,12 +443,11 @@ def build_table(rows: list[dict], oracle: dict | None, settings: BenchmarkSettin
         base = by_name.get(baseline) if row["baseline"] else None
         if base is not None and base.get(judged) is not None and row.get(judged) is not None:
             row["baseline_score"] = base[judged]
-            row["beats_baseline"] = bool(row[judged] > base[judged])
-            row["ratio_to_baseline"] = row[judged] / base[judged] if base[judged] > 0 else None
-            bar = row["model_bar"]
-            row["meets_model_bar"] = row["beats_baseline"] if bar == 1.0 else bool(row[judged] >= bar * base[judged])
+            verdict = judge_score(row[judged], base[judged], None, row["model_bar"])
+            for key in ("beats_baseline", "ratio_to_baseline", "meets_model_bar"):
+                row[key] = verdict[key]
         if oracle is not None and judged and oracle.get(judged) is not None and row.get(judged) is not None:
-            row["fraction_of_oracle"] = row[judged] / oracle[judged] if oracle[judged] > 0 else None
+            row["fraction_of_oracle"] = judge_score(row[judged], None, oracle[judged])["fraction_of_oracle"]
     ok = [row for row in rows if row.get("status") == "ok"]
     transformers = [row for row in ok if not get_model(row["model"]).CLASSIC]
     summary = {
