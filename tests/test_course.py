@@ -191,7 +191,7 @@ def test_chapters_4_to_6_have_their_exercises_in_the_notebooks():
 def test_typical_mistakes_in_chapters_4_to_6_get_a_message_that_points_at_them():
     from mini_decoders.course import (check_intra_region_mask, check_latent_cross_attention, check_mae_loss,
                                       check_neuron_bps)
-    from mini_decoders.course.chapter_checks import _cross_attention_variant
+    from mini_decoders.course.checks_chapters_4_6 import _cross_attention_variant
     from mini_decoders.metrics import bits_per_spike
 
     # POYO's encoder: each variant is one step of the recipe left out.
@@ -683,7 +683,7 @@ OUTCOME_KEYS = ("choose_bin_size", "adapt_to_session", "my_masking_scheme")
 
 
 def test_every_assignment_has_an_outcome_graded_part():
-    from mini_decoders.course.assignment_checks import TARGETS
+    from mini_decoders.course.outcomes import TARGETS
 
     for number, assignment in ASSIGNMENTS.items():
         outcomes = [item for item in assignment.items if item.outcome]
@@ -698,7 +698,7 @@ def test_every_assignment_has_an_outcome_graded_part():
 
 def test_the_stated_quick_targets_are_the_graders():
     """The assignments and the rubric state the quick targets (real grading); they must be the code's."""
-    from mini_decoders.course.assignment_checks import TARGETS
+    from mini_decoders.course.outcomes import TARGETS
 
     rubric = (ROOT / "coursework" / "rubric.md").read_text()
     for key in OUTCOME_KEYS:
@@ -712,7 +712,7 @@ def test_the_stated_quick_targets_are_the_graders():
 
 
 def test_the_grader_uses_quick_unless_told(monkeypatch):
-    from mini_decoders.course.assignment_checks import outcome_setting
+    from mini_decoders.course.outcomes import outcome_setting
     from mini_decoders.course.grading import grading_profile
 
     monkeypatch.delenv("MINI_DECODERS_PROFILE", raising=False)
@@ -730,7 +730,7 @@ def _chapter_3_scheme(counts, regions, generator):
 
 def _outcome(check, answer):
     """(fraction of the points, message) the check gives ``answer``."""
-    from mini_decoders.course.assignment_checks import PartialCredit
+    from mini_decoders.course.outcomes import PartialCredit
 
     try:
         check(answer)

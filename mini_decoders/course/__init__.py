@@ -51,8 +51,8 @@ An exercise is three consecutive code cells, after a markdown cell that states t
 
 Adding an exercise (e.g. for the MtM or VQ chapter)
 ---------------------------------------------------
-1. Write the check in :mod:`mini_decoders.course.chapter_checks` (or a new module imported
-   below), decorated with ``@exercise(function="my_fn", source="06_mtm_...", reference=
+1. Write the check in the chapter's module (:mod:`mini_decoders.course.checks_chapters_1_3`,
+   ``_4_6``, ``_7_9``), decorated with ``@exercise(function="my_fn", source="06_mtm_...", reference=
    "mini_decoders.masking.<the function>")``. Build inputs from :func:`fresh_seed`, call the
    student with :func:`call_student`, compare with :func:`compare`, end with :func:`passed`.
 2. Add the four cells above to the chapter (``make_nb.py`` keeps tags given as
@@ -63,19 +63,21 @@ Adding an exercise (e.g. for the MtM or VQ chapter)
 
 from mini_decoders.course.checking import CheckFailed, ExerciseNotImplemented, call_student, compare, fresh_seed, passed
 from mini_decoders.course.registry import ASSIGNMENTS, EXERCISES, Assignment, Exercise, exercise, exercises_in
-from mini_decoders.course.chapter_checks import (  # noqa: E402  (registers the chapters' exercises)
-    check_bin_spikes, check_bits_per_spike, check_causal_history, check_inter_region_mask, check_keep_new_rows,
-    check_mae_visible, check_masked_poisson_loss, check_patch_embedding, check_r2, check_rotate_by_time,
-    check_smooth, check_temporal_mask)
-from mini_decoders.course.chapter_checks import (  # noqa: E402  (chapters 4-6: issue 20's exercises)
-    check_intra_region_mask, check_latent_cross_attention, check_mae_loss, check_neuron_bps)
-from mini_decoders.course.chapter_checks import (  # noqa: E402  (chapters 7-9: VQ, side by side, real data)
+from mini_decoders.course.checks_chapters_1_3 import (  # noqa: E402  (registers the chapters' exercises)
+    check_bin_spikes, check_bits_per_spike, check_causal_history, check_masked_poisson_loss, check_r2, check_smooth,
+    check_temporal_mask)
+from mini_decoders.course.checks_chapters_4_6 import (  # noqa: E402
+    check_inter_region_mask, check_intra_region_mask, check_keep_new_rows, check_latent_cross_attention,
+    check_mae_loss, check_mae_visible, check_neuron_bps, check_patch_embedding, check_rotate_by_time)
+from mini_decoders.course.checks_chapters_7_9 import (  # noqa: E402
     check_ema_update, check_judge, check_scaling_exponent, check_spikes_from_counts, check_stratified_splits,
     check_vq_quantise)
-from mini_decoders.course.assignment_checks import (  # noqa: E402  (registers the assignments' items)
-    check_adapt_to_session, check_bin_tokens, check_choose_bin_size, check_layer_lr_multipliers, check_my_masking_scheme,
-    check_neuron_mask, check_patch_grid, check_region_mask, check_span_selection, check_spike_tokens,
-    check_tokens_per_second, check_unit_id_parameter_count)
+from mini_decoders.course.assignment_1_checks import (  # noqa: E402  (registers the assignments' items)
+    check_bin_tokens, check_choose_bin_size, check_patch_grid, check_spike_tokens, check_tokens_per_second)
+from mini_decoders.course.assignment_2_checks import (  # noqa: E402
+    check_adapt_to_session, check_layer_lr_multipliers, check_unit_id_parameter_count)
+from mini_decoders.course.assignment_3_checks import (  # noqa: E402
+    check_my_masking_scheme, check_neuron_mask, check_region_mask, check_span_selection)
 from mini_decoders.course.notebooks import verify  # noqa: E402
 from mini_decoders.course.editions import build_editions  # noqa: E402
 from mini_decoders.course.grading import grade  # noqa: E402

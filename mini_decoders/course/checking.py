@@ -161,3 +161,22 @@ def compare(got: Any, expected: Any, *, what: str, case: str = "", hint: str = "
 def passed(name: str, reference: str, n_cases: int, extra: str = "") -> None:
     """Print the success line every check ends with."""
     print(f"✓ {name} matches {reference} on {n_cases} case{'s' if n_cases != 1 else ''}{extra}")
+
+
+def student_name(function) -> str:
+    """The student's function's name, for messages."""
+    return getattr(function, "__name__", "your function")
+
+
+def tuple_of(result, n: int, what: str, name: str):
+    """``result`` when it is a tuple or list of ``n`` values; else a failed check that says what was expected."""
+    if not isinstance(result, (tuple, list)) or len(result) != n:
+        count = {2: "two", 3: "three", 4: "four"}.get(n, str(n))
+        raise CheckFailed(f"`{name}` should return {count} values ({what}), got {type(result).__name__}"
+                          + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else ""))
+    return result
+
+
+def pair_of(result, what: str, name: str):
+    """``result`` when it is two values (a tuple or list); else a failed check that says what was expected."""
+    return tuple_of(result, 2, what, name)

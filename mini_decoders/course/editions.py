@@ -18,8 +18,10 @@ import copy
 import re
 from pathlib import Path
 
+from mini_decoders import __version__
 from mini_decoders.course.notebooks import (TAG_FOLD, TAG_REMOVE, TAG_SOLUTION, cell_tags, default_sources,
                                             read_notebook, repo_root, require)
+
 
 EDITIONS = ("student", "instructor")
 COLAB_BADGE = re.compile(r"https://colab\.research\.google\.com/github/([^/\s]+)/([^/\s]+)/blob/([^/\s]+)/([^)\s]+?\.ipynb)")
@@ -33,8 +35,6 @@ NOTES = {
 
 def install_cell_source(owner: str, repo: str) -> str:
     """The first code cell of an edition: on Colab only, install this version and report the GPU."""
-    from mini_decoders import __version__
-
     return (
         f"# Runs only on Colab: installs mini-decoders {__version__}, the version this notebook was written for.\n"
         "# With a GPU (Runtime > Change runtime type > GPU) the chapters use the `full` profile.\n"
@@ -63,8 +63,6 @@ def make_edition(nb, edition: str, name: str, repo_path: str = "editions"):
     """A new notebook: ``edition`` ("student" or "instructor") of ``nb``, to be saved as ``name``.ipynb."""
     if edition not in EDITIONS:
         raise ValueError(f"edition must be one of {EDITIONS}, got {edition!r}")
-    from mini_decoders import __version__
-
     owner, repo, branch = _repo_of(nb)
     out = copy.deepcopy(nb)
     cells = []

@@ -7,7 +7,7 @@ its own timeout. The profile is ``MINI_DECODERS_PROFILE`` when set (CI sets ``ti
 ``quick``: the outcome-graded parts then run their real-grading setting and targets.
 
 An item scores its rubric points when its check passes and 0 otherwise; an outcome item
-(:class:`~mini_decoders.course.assignment_checks.PartialCredit`) can score a fraction. The
+(:class:`~mini_decoders.course.outcomes.PartialCredit`) can score a fraction. The
 report says why, item by item: the check's message, an item that ran past its timeout, and the
 errors of the submission's own cells that belong to the item (between its stub and the next
 part's). A justification cell (tag ``justification``) is not scored; the report says whether it
@@ -29,8 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from mini_decoders.course.checking import CheckFailed, ExerciseNotImplemented
+from mini_decoders.course.notebooks import cell_tags, require, top_level_functions
+from mini_decoders.course.outcomes import PartialCredit
 from mini_decoders.course.registry import ASSIGNMENTS
 from mini_decoders.errors import DataError
+from mini_decoders.training.profiles import resolve_profile
+
 
 MARKER = "<<mini-decoders-grade>>"
 TAG_JUSTIFICATION = "justification"
@@ -103,8 +107,6 @@ class GradeReport:
 
 def grade_namespace(assignment: int, namespace: dict, keys: list[str] | None = None) -> list[dict]:
     """Run the assignment's checks (or those of ``keys``) on the functions in ``namespace`` (a kernel's ``globals()``)."""
-    from mini_decoders.course.assignment_checks import PartialCredit
-
     results = []
     for item in ASSIGNMENTS[assignment].items:
         if keys is not None and item.key not in keys:
@@ -148,8 +150,6 @@ def _environment(**values: str):
 
 def grading_profile(profile: str | None = None) -> str:
     """The profile a submission is graded in: ``profile``, else ``MINI_DECODERS_PROFILE``, else ``quick``."""
-    from mini_decoders.training.profiles import resolve_profile
-
     chosen = profile or os.environ.get("MINI_DECODERS_PROFILE", "").strip() or "quick"
     return resolve_profile(chosen)
 
@@ -157,8 +157,6 @@ def grading_profile(profile: str | None = None) -> str:
 def _item_sections(nb, assignment: int) -> dict[str, tuple[int, int]]:
     """Cells that belong to each item: from the heading above the first cell that defines its function to the
     next item's heading."""
-    from mini_decoders.course.notebooks import top_level_functions
-
     starts = {}
     for item in ASSIGNMENTS[assignment].items:
         stub = next((i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
@@ -176,8 +174,6 @@ def _item_sections(nb, assignment: int) -> dict[str, tuple[int, int]]:
 
 
 def _justification_note(nb, start: int, end: int) -> str:
-    from mini_decoders.course.notebooks import cell_tags
-
     cells = [cell for cell in nb.cells[start:end] if TAG_JUSTIFICATION in cell_tags(cell)]
     if not cells:
         return ""
@@ -202,8 +198,6 @@ def grade(submission: str | Path, assignment: int, *, cell_timeout: int = 300, p
     Raises:
         DataError: unknown assignment, or the file is not a notebook.
     """
-    from mini_decoders.course.notebooks import require
-
     nbformat = require("nbformat")
     NotebookClient = require("nbclient").NotebookClient
     if assignment not in ASSIGNMENTS:

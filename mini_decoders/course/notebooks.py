@@ -14,6 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from mini_decoders import __version__
+from mini_decoders.course.registry import ASSIGNMENTS, EXERCISES
+from mini_decoders.errors import MiniDecodersError
+
+
 TAG_EXERCISE, TAG_SOLUTION, TAG_CHECK, TAG_FOLD = "exercise", "solution", "check", "hide-input"
 TAG_REMOVE = "remove-cell"  # Jupyter Book leaves the cell out: the assignments' solutions are not in the book
 
@@ -36,8 +41,6 @@ def default_sources(root: Path | None = None, include_drafts: bool = True) -> li
 def require(module: str):
     """Import one of the Jupyter libraries the coursework tools use, or say how to install it."""
     import importlib
-
-    from mini_decoders.errors import MiniDecodersError
 
     try:
         return importlib.import_module(module)
@@ -195,9 +198,6 @@ def verify(paths: list[Path] | None = None, root: Path | None = None) -> list[st
     the package's version. Across notebooks (default set only): every registered exercise has a
     notebook.
     """
-    from mini_decoders import __version__
-    from mini_decoders.course.registry import ASSIGNMENTS, EXERCISES
-
     checking_all = paths is None
     paths = [Path(p) for p in (paths if paths is not None else default_sources(root))]
     problems = []
