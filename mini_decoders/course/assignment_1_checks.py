@@ -65,7 +65,7 @@ def check_patch_grid(student_fn) -> None:
     for case, counts, per_patch in cases:
         expected_patches, expected_mask = group_into_patches(counts, per_patch)
         got = pair_of(call_student(student_fn, (counts, per_patch), case=case), "patches and the channel mask",
-                    student_name(student_fn))
+                      student_name(student_fn))
         compare(got[0], expected_patches, what="the patches", case=case, exact=True, kind="array",
                 hint="P = ceil(U / n); pad the neurons with zero counts to P·n, then reshape (T, P·n) -> (T, P, n)")
         compare(got[1], expected_mask, what="the channel mask", case=case, kind="array",

@@ -39,7 +39,7 @@ def check_neuron_mask(student_fn) -> None:
         expected = mask_counts(counts, MaskConfig(scheme="neuron", ratio=ratio),
                                generator=torch.Generator().manual_seed(case_seed))
         got = pair_of(call_student(student_fn, (counts, ratio, torch.Generator().manual_seed(case_seed)), case=case),
-                    "the masked counts and the loss mask", student_name(student_fn))
+                      "the masked counts and the loss mask", student_name(student_fn))
         hint = ("draw torch.rand((B, U), generator=generator) once and hide neuron u of sample b when its number is < "
                 "ratio; a hidden neuron is hidden in every bin and its counts become 0")
         compare(got[1], expected[1], what="the loss mask", case=case, hint=hint)
@@ -79,7 +79,7 @@ def check_region_mask(student_fn) -> None:
     for case, batch, n_bins, regions, case_seed in cases:
         counts = torch.poisson(torch.full((batch, n_bins, len(regions)), 2.0)) + 1.0  # no zeros: hiding is visible
         got = pair_of(call_student(student_fn, (counts, regions, torch.Generator().manual_seed(case_seed)), case=case),
-                    "the masked counts and the loss mask", student_name(student_fn))
+                      "the masked counts and the loss mask", student_name(student_fn))
         masked, loss_mask = got
         if not isinstance(loss_mask, torch.Tensor) or loss_mask.shape != counts.shape or loss_mask.dtype != torch.bool:
             raise CheckFailed(f"the loss mask ({case}) should be a bool tensor of shape {tuple(counts.shape)}, got "
@@ -129,7 +129,7 @@ def _validate_mask(mask_fn: Callable, counts: torch.Tensor, regions: np.ndarray,
     """The scheme's output on one batch: shapes, a bool loss mask, hidden entries zero, the rest untouched."""
     name = student_name(mask_fn)
     masked, loss_mask = pair_of(call_student(mask_fn, (counts, regions, torch.Generator().manual_seed(0)), case=case),
-                              "the masked counts and the loss mask", name)
+                                "the masked counts and the loss mask", name)
     for what, value in (("the masked counts", masked), ("the loss mask", loss_mask)):
         if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(counts.shape):
             raise CheckFailed(f"{what} ({case}) should be a tensor of shape {tuple(counts.shape)}, got "
