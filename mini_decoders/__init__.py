@@ -11,6 +11,12 @@ The Python API mirrors the command line::
 
 __version__ = "0.1.0"
 
+import time as _time  # noqa: E402
+
+# When the package was first imported: a chapter states its run time from here (see
+# `mini_decoders.run_time`), so the Colab install cell before it is not counted.
+IMPORTED_AT = _time.monotonic()
+
 # `mini_decoders.train` is both the training subpackage (DESIGN §2) and the API function
 # (DESIGN §6). The subpackage is imported here (its __init__ imports nothing), so later imports of
 # `mini_decoders.train.*` find it in sys.modules and never rebind the package attribute; the name
