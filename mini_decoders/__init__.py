@@ -9,7 +9,13 @@ The Python API mirrors the command line::
     md.load_run("runs/ridge")
 """
 
+import time as _time
+
 from mini_decoders.version import __version__
+
+# When the package was first imported: a chapter states its run time from here (see
+# `mini_decoders.run_time`), so the Colab install cell before it is not counted.
+IMPORTED_AT = _time.monotonic()
 
 # `Run`, `load_run` and `train` live in `mini_decoders.run` and are looked up there on first use:
 # importing the package stays instant, so `mini-decoders` starts, and handles Ctrl-C, before torch
