@@ -37,10 +37,35 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
-    from mini_decoders.data.registry import fetch
+    from mini_decoders.data.registry import DandiEntry, fetch, fetch_dandi, get_entry
 
+    entry = get_entry(args.name)
+    if args.dry_run:
+        if isinstance(entry, DandiEntry):
+            present = fetch_dandi(args.name, args.cache, dry_run=True)
+            print(f"{entry.name}: would download {entry.url} ({entry.size_note or 'size: see ' + entry.doi}) into "
+                  f"{entry.local_dir(args.cache)} with the DANDI client; {len(present)} file(s) already there")
+        else:
+            from mini_decoders.data.registry import cache_dir, verify_file
+
+            cache = Path(args.cache).expanduser() if args.cache else cache_dir()
+            missing = [f for f in entry.files if not verify_file(cache / f.path, f)]
+            print(f"{entry.name}: {len(entry.files) - len(missing)} of {len(entry.files)} file(s) verified in {cache}; "
+                  f"would download {len(missing)} ({sum(f.size for f in missing) / 1e6:.2f} MB)")
+        return 0
     for path in fetch(args.name, cache=args.cache, total_timeout=args.timeout):
         print(path)
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from mini_decoders.data.registry import REGISTRY, DandiEntry
+
+    for name, entry in REGISTRY.items():
+        size = (entry.size_note or "DANDI set") if isinstance(entry, DandiEntry) else f"{entry.size / 1e6:.2f} MB"
+        print(f"{name:<18} {size:<22} {entry.licence:<32} {entry.description}")
+    print("fetch one with `mini-decoders data fetch NAME` (the NLB sets need the DANDI client: "
+          "pip install 'mini-decoders[dandi]')")
     return 0
 
 
@@ -188,7 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--timeout", type=float, default=None, metavar="S",
                        help="give up on a file after S seconds, every attempt included (default "
                             "$MINI_DECODERS_FETCH_TIMEOUT or 60)")
+    fetch.add_argument("--dry-run", action="store_true", help="say what would be downloaded; download nothing")
     fetch.set_defaults(func=cmd_data_fetch)
+    listing = data.add_parser("list", help="the registered real datasets: size, licence, what they hold")
+    listing.set_defaults(func=cmd_data_list)
     info = data.add_parser("info", help="summarise an NWB file, or say why it cannot be used")
     info.add_argument("file")
     info.set_defaults(func=cmd_data_info)

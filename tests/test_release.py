@@ -167,3 +167,35 @@ def test_the_release_workflow_builds_checks_and_publishes_on_a_tag():
     release = jobs["github-release"]
     assert release["needs"] == "pypi" and release["permissions"] == {"contents": "write"}
     assert any("gh release create" in step.get("run", "") for step in release["steps"])
+
+
+# ---------------------------------------------------------------------------- what a pip user can reach
+def test_no_chapter_or_package_message_sends_readers_to_data_scripts():
+    """`data_scripts/` is in the repository, not in the wheel: chapters and the package name the
+    command (`mini-decoders data fetch NAME`) or the Python API instead."""
+    paths = [*CHAPTERS, *ASSIGNMENTS, *sorted((ROOT / "mini_decoders").rglob("*.py"))]
+    found = [path.relative_to(ROOT).as_posix() for path in paths if "data_scripts" in path.read_text()]
+    assert not found, f"sends pip users to data_scripts/: {found}"
+
+
+def test_data_list_and_fetch_dry_run_cover_every_registered_dataset(capsys, monkeypatch):
+    from mini_decoders.cli import main
+    from mini_decoders.data.registry import REGISTRY
+
+    assert main(["data", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in REGISTRY) and "mini-decoders data fetch NAME" in listed
+    monkeypatch.setenv("MINI_DECODERS_DATA", str(ROOT / "nowhere"))
+    for name in REGISTRY:  # nothing is downloaded: --dry-run only says what would be
+        assert main(["data", "fetch", name, "--dry-run"]) == 0, name
+        said = capsys.readouterr().out
+        assert said.startswith(f"{name}: ") and "would download" in said, said
+    assert not (ROOT / "nowhere").exists()
+
+
+def test_chapter_4_fetches_its_real_data_through_the_package():
+    cells = ["".join(cell["source"]) for cell in json.loads((ROOT / "notebooks" / "04_poyo_spike_tokens.ipynb")
+                                                            .read_text())["cells"]]
+    section = next(source for source in cells if "load_yu2009(" in source and "import load_yu2009" in source)
+    assert "MINI_DECODERS_DATA" not in section, "the section must not wait for MINI_DECODERS_DATA to be set"
+    assert 'load_yu2009("ex1")' in section and "except MiniDecodersError" in section
