@@ -81,7 +81,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mini_decoders.run import train
 
     run = train(args.model, args.data, profile=args.profile, out=args.out, recipe=args.recipe, device=args.device,
-                max_steps=args.max_steps, seed=args.seed, resume=args.resume, progress=not args.quiet)
+                max_steps=args.max_steps, seed=args.seed, resume=args.resume, progress=not args.quiet,
+                precision=args.precision)
     print(f"run written to {run.path}")
     print(json.dumps(run.metrics.get("mean", {}), indent=2))
     return 0
@@ -231,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "the profile) | paper+CHANGE | default-CHANGE (one change measured on its own)")
     train.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     train.add_argument("--max-steps", type=int, default=None)
+    train.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
+                       help="auto (default: bf16 on a GPU that has it, else fp16 with a gradient scaler; fp32 on a "
+                            "CPU) | fp32 | bf16 | fp16 (CUDA only)")
     train.add_argument("--seed", type=int, default=None,
                        help="the run's seed (default 0; with --resume, the run's own seed: another one is refused)")
     train.add_argument("--resume", action="store_true", help="continue from the RUN folder's checkpoint")

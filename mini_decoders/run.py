@@ -379,7 +379,7 @@ class Run:
 
 def train(model: str, sessions: SessionsLike, profile: str | None = None, out: str | os.PathLike | None = None, *,
           recipe: str | None = None, device: str | None = None, max_steps: int | None = None, seed: int | None = None,
-          resume: bool = False, progress: bool = True) -> Run:
+          resume: bool = False, progress: bool = True, precision: str | None = None) -> Run:
     """Train ``model`` on ``sessions`` and write a RUN folder (``config.json``, ``checkpoint.pt``,
     ``metrics.json``).
 
@@ -393,6 +393,8 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
             published, scaled in size by the profile), or one change measured on its own:
             ``"paper+CHANGE"`` / ``"default-CHANGE"`` (see :mod:`mini_decoders.models.recipes`).
         device, max_steps: overrides of the profile's config (``max_steps``: gradient models only).
+        precision: ``auto`` (bf16 on a GPU that has it, fp16 with a gradient scaler on one that
+            does not, fp32 on a CPU), ``fp32``, ``bf16`` or ``fp16`` (CUDA only); gradient models only.
         seed: the run's seed (None: 0 for a new run, the run's own seed on resume).
         resume: continue an interrupted run in ``out`` (same model, sessions and seed).
         progress: print progress.
@@ -411,7 +413,7 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
     profile = resolve_profile(profile)
     out = Path(out) if out is not None else Path("runs") / f"{model_class.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     model_config = model_class.recipe_config(profile, recipe)
-    overrides = _checked_overrides(model_class, model_config, device, max_steps)
+    overrides = _checked_overrides(model_class, model_config, device, max_steps, precision)
     sessions = as_sessions(sessions)
     _check_trainable(model_class, sessions, {**model_config, **overrides})
 
@@ -474,9 +476,10 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
     return run
 
 
-def _checked_overrides(model_class, model_config: dict, device: str | None, max_steps: int | None) -> dict:
-    """``device`` and ``max_steps`` as config overrides, refused now if they cannot work."""
-    from mini_decoders.train.trainer import select_device
+def _checked_overrides(model_class, model_config: dict, device: str | None, max_steps: int | None,
+                       precision: str | None = None) -> dict:
+    """``device``, ``max_steps`` and ``precision`` as config overrides, refused now if they cannot work."""
+    from mini_decoders.train.trainer import select_device, select_precision
 
     overrides = {}
     if device is not None:
@@ -489,6 +492,13 @@ def _checked_overrides(model_class, model_config: dict, device: str | None, max_
         if int(max_steps) < 1:
             raise RunError(f"--max-steps must be >= 1, got {max_steps}")
         overrides["max_steps"] = int(max_steps)
+    if precision is not None:
+        if "precision" not in model_config:
+            raise RunError(f"{model_class.name} is fitted in closed form: --precision does not apply (it is for the "
+                           f"models trained by gradient steps); drop it")
+        # fp16 on a CPU, bf16 on a GPU without it: refused here, before anything is written
+        select_precision(str(precision), select_device(str(device or model_config.get("device", "auto"))).type)
+        overrides["precision"] = str(precision)
     return overrides
 
 
@@ -597,7 +607,8 @@ def _model_class_or_none(name: str):
 
 
 def _history_summary(history: dict) -> dict:
-    """What of a fit's history goes into metrics.json: per-session choices and the last log line."""
+    """What of a fit's history goes into metrics.json: per-session choices, the last log line and
+    the training loss curve (``loss_curve``: ``[step, loss]`` per logged step, for plots and checks)."""
     summary = {k: v for k, v in history.items() if k != "records"}
     records = history.get("records", [])
     if records and "session" in records[0]:
@@ -605,6 +616,7 @@ def _history_summary(history: dict) -> dict:
     elif records:
         summary["steps"] = len(records)
         summary["last"] = records[-1]
+        summary["loss_curve"] = [[record["step"], record["loss"]] for record in records if "loss" in record]
     return json.loads(json.dumps(summary, default=_json_default))
 
 

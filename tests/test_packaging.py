@@ -149,12 +149,14 @@ def test_a_pip_user_runs_chapter_1_and_train_predict_from_the_installed_wheel(wh
         "display_name": "mini-decoders wheel", "language": "python"}))
     script = textwrap.dedent(f"""
         import nbformat
+        from jupyter_client.manager import AsyncKernelManager
         from nbclient import NotebookClient
 
         nb = nbformat.read({str(CHAPTER_1)!r}, as_version=4)
         nb.cells.append(nbformat.v4.new_code_cell("import mini_decoders; print('MODULE', mini_decoders.__file__)"))
-        NotebookClient(nb, timeout=600, kernel_name="md-wheel", resources={{"metadata": {{"path": {str(work)!r}}}}}
-                       ).execute()
+        # IPC sockets, not TCP ports: no other kernel on the machine can take this one's ports
+        kernel = AsyncKernelManager(kernel_name="md-wheel", transport="ipc", ip={str(tmp_path / "kernel")!r})
+        NotebookClient(nb, km=kernel, timeout=600, resources={{"metadata": {{"path": {str(work)!r}}}}}).execute()
         print(nb.cells[-1].outputs[0]["text"])
     """)
     printed = _run([python, "-c", script], work, env, timeout=900)

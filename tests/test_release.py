@@ -199,3 +199,32 @@ def test_chapter_4_fetches_its_real_data_through_the_package():
     section = next(source for source in cells if "load_yu2009(" in source and "import load_yu2009" in source)
     assert "MINI_DECODERS_DATA" not in section, "the section must not wait for MINI_DECODERS_DATA to be set"
     assert 'load_yu2009("ex1")' in section and "except MiniDecodersError" in section
+
+
+# ---------------------------------------------------------------------------- what the GPU check needs
+def test_train_takes_a_precision_and_refuses_one_that_cannot_run_before_writing(tmp_path):
+    import mini_decoders as md
+    from mini_decoders.data import simulate
+    from mini_decoders.errors import RunError
+
+    sessions = simulate(n_sessions=1, n_trials=40, seed=0).sessions
+    with pytest.raises(RunError, match="fp16 needs a CUDA GPU"):
+        md.train("gru", sessions, profile="tiny", out=tmp_path / "a", device="cpu", precision="fp16", progress=False)
+    with pytest.raises(RunError, match="closed form: --precision does not apply"):
+        md.train("ridge", sessions, profile="tiny", out=tmp_path / "b", precision="bf16", progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    run = md.train("gru", sessions, profile="tiny", out=tmp_path / "c", device="cpu", precision="bf16", max_steps=20,
+                   progress=False)
+    assert run.config["model_config"]["precision"] == "bf16"
+    curve = run.metrics["training"]["history"]["loss_curve"]
+    assert [step for step, _ in curve] == [10, 20] and all(loss > 0 for _, loss in curve)
+
+
+def test_a_torchrun_world_of_one_is_distributed(monkeypatch):
+    from mini_decoders.train.distributed import world_info
+
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not world_info().is_distributed
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # set by torchrun in every process it starts
+    assert world_info().is_distributed and world_info().world_size == 1
