@@ -1,5 +1,5 @@
 # mini-decoders: two commands for a fresh machine.
-#   make book   builds the book with every chapter executed (quick profile on CPU, full on GPU)
+#   make book   builds the book with every chapter executed (quick profile, on a CPU or a GPU)
 #   make test   runs every test: pytest + the notebooks through nbval in the tiny profile
 # Both create (or reuse) a virtual environment in .venv and install what they need into it.
 

@@ -41,10 +41,35 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
-    from mini_decoders.data.registry import fetch
+    from mini_decoders.data.registry import DandiEntry, fetch, fetch_dandi, get_entry
 
+    entry = get_entry(args.name)
+    if args.dry_run:
+        if isinstance(entry, DandiEntry):
+            present = fetch_dandi(args.name, args.cache, dry_run=True)
+            print(f"{entry.name}: would download {entry.url} ({entry.size_note or 'size: see ' + entry.doi}) into "
+                  f"{entry.local_dir(args.cache)} with the DANDI client; {len(present)} file(s) already there")
+        else:
+            from mini_decoders.data.registry import cache_dir, verify_file
+
+            cache = Path(args.cache).expanduser() if args.cache else cache_dir()
+            missing = [f for f in entry.files if not verify_file(cache / f.path, f)]
+            print(f"{entry.name}: {len(entry.files) - len(missing)} of {len(entry.files)} file(s) verified in {cache}; "
+                  f"would download {len(missing)} ({sum(f.size for f in missing) / 1e6:.2f} MB)")
+        return 0
     for path in fetch(args.name, cache=args.cache, total_timeout=args.timeout):
         print(path)
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from mini_decoders.data.registry import REGISTRY, DandiEntry
+
+    for name, entry in REGISTRY.items():
+        size = (entry.size_note or "DANDI set") if isinstance(entry, DandiEntry) else f"{entry.size / 1e6:.2f} MB"
+        print(f"{name:<18} {size:<22} {entry.licence:<32} {entry.description}")
+    print("fetch one with `mini-decoders data fetch NAME` (the NLB sets need the DANDI client: "
+          "pip install 'mini-decoders[dandi]')")
     return 0
 
 
@@ -60,7 +85,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mini_decoders.run import train
 
     run = train(args.model, args.data, profile=args.profile, out=args.out, recipe=args.recipe, device=args.device,
-                max_steps=args.max_steps, seed=args.seed, resume=args.resume, progress=not args.quiet)
+                max_steps=args.max_steps, seed=args.seed, resume=args.resume, progress=not args.quiet,
+                precision=args.precision)
     print(f"run written to {run.path}")
     print(json.dumps(run.metrics.get("mean", {}), indent=2))
     return 0
@@ -191,7 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--timeout", type=float, default=None, metavar="S",
                        help="give up on a file after S seconds, every attempt included (default "
                             "$MINI_DECODERS_FETCH_TIMEOUT or 60)")
+    fetch.add_argument("--dry-run", action="store_true", help="say what would be downloaded; download nothing")
     fetch.set_defaults(func=cmd_data_fetch)
+    listing = data.add_parser("list", help="the registered real datasets: size, licence, what they hold")
+    listing.set_defaults(func=cmd_data_list)
     info = data.add_parser("info", help="summarise an NWB file, or say why it cannot be used")
     info.add_argument("file")
     info.set_defaults(func=cmd_data_info)
@@ -206,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "the profile) | paper+CHANGE | default-CHANGE (one change measured on its own)")
     train.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     train.add_argument("--max-steps", type=int, default=None)
+    train.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
+                       help="auto (default: bf16 on a GPU that has it, else fp16 with a gradient scaler; fp32 on a "
+                            "CPU) | fp32 | bf16 | fp16 (CUDA only)")
     train.add_argument("--seed", type=int, default=None,
                        help="the run's seed (default 0; with --resume, the run's own seed: another one is refused)")
     train.add_argument("--resume", action="store_true", help="continue from the RUN folder's checkpoint")

@@ -36,7 +36,7 @@ from mini_decoders.scoring import BEHAVIOR, finite_or_none, mean_scores, score_t
 from mini_decoders.run_folder import (CONFIG_NAME, FORMAT_VERSION, METRICS_NAME, has_checkpoint, history_summary,
                                       read_config, save_run_checkpoint, writing)
 from mini_decoders.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from mini_decoders.training.device import select_device
+from mini_decoders.training.device import select_device, select_precision
 from mini_decoders.training.profiles import resolve_profile
 from mini_decoders.version import __version__
 
@@ -297,7 +297,7 @@ class Run:
 
 def train(model: str, sessions: SessionsLike, profile: str | None = None, out: str | os.PathLike | None = None, *,
           recipe: str | None = None, device: str | None = None, max_steps: int | None = None, seed: int | None = None,
-          resume: bool = False, progress: bool = True) -> Run:
+          resume: bool = False, progress: bool = True, precision: str | None = None) -> Run:
     """Train ``model`` on ``sessions`` and write a RUN folder (``config.json``, ``checkpoint.pt``,
     ``metrics.json``).
 
@@ -311,6 +311,8 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
             published, scaled in size by the profile), or one change measured on its own:
             ``"paper+CHANGE"`` / ``"default-CHANGE"`` (see :mod:`mini_decoders.models.recipes`).
         device, max_steps: overrides of the profile's config (``max_steps``: gradient models only).
+        precision: ``auto`` (bf16 on a GPU that has it, fp16 with a gradient scaler on one that
+            does not, fp32 on a CPU), ``fp32``, ``bf16`` or ``fp16`` (CUDA only); gradient models only.
         seed: the run's seed (None: 0 for a new run, the run's own seed on resume).
         resume: continue an interrupted run in ``out`` (same model, sessions and seed).
         progress: print progress.
@@ -329,7 +331,7 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
     profile = resolve_profile(profile)
     out = Path(out) if out is not None else Path("runs") / f"{model_class.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     model_config = model_class.recipe_config(profile, recipe)
-    overrides = _checked_overrides(model_class, model_config, device, max_steps)
+    overrides = _checked_overrides(model_class, model_config, device, max_steps, precision)
     sessions = as_sessions(sessions)
     _check_trainable(model_class, sessions, {**model_config, **overrides})
 
@@ -392,8 +394,9 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
     return run
 
 
-def _checked_overrides(model_class, model_config: dict, device: str | None, max_steps: int | None) -> dict:
-    """``device`` and ``max_steps`` as config overrides, refused now if they cannot work."""
+def _checked_overrides(model_class, model_config: dict, device: str | None, max_steps: int | None,
+                       precision: str | None = None) -> dict:
+    """``device``, ``max_steps`` and ``precision`` as config overrides, refused now if they cannot work."""
     overrides = {}
     if device is not None:
         select_device(str(device))  # unknown or unavailable devices fail here, before anything is written
@@ -405,6 +408,13 @@ def _checked_overrides(model_class, model_config: dict, device: str | None, max_
         if int(max_steps) < 1:
             raise RunError(f"--max-steps must be >= 1, got {max_steps}")
         overrides["max_steps"] = int(max_steps)
+    if precision is not None:
+        if "precision" not in model_config:
+            raise RunError(f"{model_class.name} is fitted in closed form: --precision does not apply (it is for the "
+                           f"models trained by gradient steps); drop it")
+        # fp16 on a CPU, bf16 on a GPU without it: refused here, before anything is written
+        select_precision(str(precision), select_device(str(device or model_config.get("device", "auto"))).type)
+        overrides["precision"] = str(precision)
     return overrides
 
 

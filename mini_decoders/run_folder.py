@@ -83,7 +83,8 @@ def _remove_quietly(folder: Path) -> None:
 
 
 def history_summary(history: dict) -> dict:
-    """What of a fit's history goes into metrics.json: per-session choices and the last log line."""
+    """What of a fit's history goes into metrics.json: per-session choices, the last log line and
+    the training loss curve (``loss_curve``: ``[step, loss]`` per logged step, for plots and checks)."""
     summary = {k: v for k, v in history.items() if k != "records"}
     records = history.get("records", [])
     if records and "session" in records[0]:
@@ -91,6 +92,7 @@ def history_summary(history: dict) -> dict:
     elif records:
         summary["steps"] = len(records)
         summary["last"] = records[-1]
+        summary["loss_curve"] = [[record["step"], record["loss"]] for record in records if "loss" in record]
     return json.loads(json.dumps(summary, default=json_default))
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from mini_decoders import __version__
+from mini_decoders.book_settings import colab_url, install_cell
 from mini_decoders.cli import main
 from mini_decoders.course import (ASSIGNMENTS, EXERCISES, CheckFailed, ExerciseNotImplemented, build_editions, grade,
                                   verify)
@@ -337,7 +338,7 @@ def test_the_verifier_catches_broken_conventions(tmp_path):
             if "check" in cell_tags(cell) and "my_bin_spikes" in cell.source:
                 cell.metadata["tags"] = []
         nb.cells.append(nbformat.v4.new_code_cell("print(my_bits_per_spike(1, 2))"))
-        nb.cells[1].source = nb.cells[1].source.replace("@v0.1.0", "@v0.0.1")
+        nb.cells[1].source = nb.cells[1].source.replace(f"mini-decoders=={__version__}", "mini-decoders==0.0.1")
     problems = "\n".join(verify([_edit_copy(tmp_path, CH01, break_it)]))
     assert "must raise NotImplementedError" in problems
     assert "must be followed by a cell tagged 'check'" in problems
@@ -363,10 +364,10 @@ def test_editions_have_stubs_or_solutions_badges_pins_and_a_gpu(tmp_path, capsys
             assert sum("exercise" in cell_tags(c) for c in nb.cells) == n_solutions
             assert all(c.outputs == [] and c.execution_count is None for c in nb.cells if c.cell_type == "code")
             badge = re.search(r"\((https://colab\.research\.google\.com/github/\S+?)\)", nb.cells[0].source).group(1)
-            assert badge.endswith(f"/blob/main/editions/{edition}/{source.name}"), badge
+            assert badge == colab_url(f"editions/{edition}/{source.name}"), badge
             install = nb.cells[1].source
             assert nb.cells[1].cell_type == "code" and "google.colab" in install
-            assert f"@v{__version__}\"" in install and "cuda" in install
+            assert install == install_cell() and f"mini-decoders=={__version__}" in install and "cuda" in install
             assert nb.metadata["accelerator"] == "GPU" and nb.metadata["mini_decoders"]["edition"] == edition
         student_stubs = [c.source for c in read_notebook(out / "student" / source.name).cells if "exercise" in cell_tags(c)]
         assert all("raise NotImplementedError" in stub for stub in student_stubs)

@@ -176,5 +176,5 @@ def test_load_dispatches_by_name():
 
 
 def test_load_dandi_set_not_downloaded_says_how(tmp_path):
-    with pytest.raises(DataError, match=r"no NWB files.*fetch_nlb.py --name mc_maze_small.*DANDI:000140/"):
+    with pytest.raises(DataError, match=r"no NWB files.*`mini-decoders data fetch mc_maze_small`.*DANDI:000140/"):
         load("mc_maze_small", tmp_path)

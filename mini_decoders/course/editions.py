@@ -1,14 +1,14 @@
 """Student and instructor editions of the chapter and assignment notebooks.
 
 - **student**: solution cells removed (the stubs stay), outputs cleared, a Colab badge that opens
-  this very edition, an install cell pinned to the package version, and notebook metadata that
-  asks Colab for a GPU runtime (so the chapters run the ``full`` profile there).
+  this very edition, the install cell of the release (both from :mod:`mini_decoders.book_settings`),
+  and notebook metadata that asks Colab for a GPU runtime (the chapters' ``quick`` recipe, faster).
 - **instructor**: the same, with the solution cells kept and unfolded (no ``hide-input``, and no
   ``remove-cell``, the tag that keeps the assignments' solutions out of the book).
 
 ``build_editions(out)`` writes ``out/student/<name>.ipynb`` and ``out/instructor/<name>.ipynb``.
-The badges point at ``<repo_path>/<edition>/<name>.ipynb`` on the repository and branch named in
-the source notebook's own badge, so publishing an edition means committing (or pushing) ``out``
+The badges point at ``<repo_path>/<edition>/<name>.ipynb`` on the repository and branch of
+:mod:`mini_decoders.book_settings`, so publishing an edition means committing (or pushing) ``out``
 at that path.
 """
 
@@ -19,13 +19,13 @@ import re
 from pathlib import Path
 
 from mini_decoders import __version__
+from mini_decoders.book_settings import colab_badge, colab_url, install_cell
 from mini_decoders.course.notebooks import (TAG_FOLD, TAG_REMOVE, TAG_SOLUTION, cell_tags, default_sources,
                                             read_notebook, repo_root, require)
 
 
 EDITIONS = ("student", "instructor")
 COLAB_BADGE = re.compile(r"https://colab\.research\.google\.com/github/([^/\s]+)/([^/\s]+)/blob/([^/\s]+)/([^)\s]+?\.ipynb)")
-DEFAULT_REPO = ("mini-decoders", "mini-decoders", "main")
 NOTES = {
     "student": ("*Student edition.* Each exercise is a stub that raises `NotImplementedError`: write it, "
                 "run its cell, then run the check below it. Later cells do not depend on your answers."),
@@ -33,37 +33,15 @@ NOTES = {
 }
 
 
-def install_cell_source(owner: str, repo: str) -> str:
-    """The first code cell of an edition: on Colab only, install this version and report the GPU."""
-    return (
-        f"# Runs only on Colab: installs mini-decoders {__version__}, the version this notebook was written for.\n"
-        "# With a GPU (Runtime > Change runtime type > GPU) the chapters use the `full` profile.\n"
-        "import subprocess\n"
-        "import sys\n"
-        "\n"
-        'if "google.colab" in sys.modules:\n'
-        '    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet",\n'
-        f'                           "mini-decoders @ git+https://github.com/{owner}/{repo}@v{__version__}"])\n'
-        "    import torch\n"
-        "\n"
-        '    print("GPU:", torch.cuda.get_device_name(0) if torch.cuda.is_available()\n'
-        '          else "none: choose Runtime > Change runtime type > GPU for the full profile")'
-    )
-
-
-def _repo_of(nb) -> tuple[str, str, str]:
-    for cell in nb.cells[:3]:
-        match = COLAB_BADGE.search(cell.source)
-        if match:
-            return match.group(1), match.group(2), match.group(3)
-    return DEFAULT_REPO
+def install_cell_source() -> str:
+    """The first code cell of an edition: the book's install cell (:func:`mini_decoders.book_settings.install_cell`)."""
+    return install_cell()
 
 
 def make_edition(nb, edition: str, name: str, repo_path: str = "editions"):
     """A new notebook: ``edition`` ("student" or "instructor") of ``nb``, to be saved as ``name``.ipynb."""
     if edition not in EDITIONS:
         raise ValueError(f"edition must be one of {EDITIONS}, got {edition!r}")
-    owner, repo, branch = _repo_of(nb)
     out = copy.deepcopy(nb)
     cells = []
     for cell in out.cells:
@@ -77,9 +55,8 @@ def make_edition(nb, edition: str, name: str, repo_path: str = "editions"):
             cell.metadata.pop("execution", None)
         cells.append(cell)
     out.cells = cells
-    url = (f"https://colab.research.google.com/github/{owner}/{repo}/blob/{branch}/"
-           f"{repo_path.strip('/')}/{edition}/{name}.ipynb")
-    badge = f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+    path = f"{repo_path.strip('/')}/{edition}/{name}.ipynb"
+    url, badge = colab_url(path), colab_badge(path)
     first = out.cells[0] if out.cells else None
     if first is not None and first.cell_type == "markdown" and COLAB_BADGE.search(first.source):
         first.source = COLAB_BADGE.sub(url, first.source) + "\n\n" + NOTES[edition]
@@ -87,9 +64,9 @@ def make_edition(nb, edition: str, name: str, repo_path: str = "editions"):
         out.cells.insert(0, require("nbformat").v4.new_markdown_cell(badge + "\n\n" + NOTES[edition]))
     install = next((cell for cell in out.cells if cell.cell_type == "code"), None)
     if install is not None and "google.colab" in install.source:
-        install.source = install_cell_source(owner, repo)
+        install.source = install_cell_source()
     else:
-        out.cells.insert(1, require("nbformat").v4.new_code_cell(install_cell_source(owner, repo)))
+        out.cells.insert(1, require("nbformat").v4.new_code_cell(install_cell_source()))
     out.metadata["accelerator"] = "GPU"  # Colab opens the notebook on a GPU runtime
     out.metadata["colab"] = {"provenance": [], "gpuType": "T4"}
     out.metadata["mini_decoders"] = {"edition": edition, "version": __version__}

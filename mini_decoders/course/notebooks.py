@@ -30,12 +30,26 @@ def repo_root() -> Path:
 
 
 def default_sources(root: Path | None = None, include_drafts: bool = True) -> list[Path]:
-    """Chapter notebooks (``notebooks/``, optionally ``notebooks/drafts/``) and ``coursework/`` assignments."""
+    """Chapter notebooks (``notebooks/``, optionally ``notebooks/drafts/``) and ``coursework/`` assignments.
+
+    Raises:
+        MiniDecodersError: ``root`` holds none. The notebooks are the book's, not the package's:
+            a pip install has the checks and the grader, but editions and the verifier need a
+            checkout of the repository.
+    """
     root = Path(root) if root is not None else repo_root()
     paths = sorted((root / "notebooks").glob("*.ipynb"))
     if include_drafts:
         paths += sorted((root / "notebooks" / "drafts").glob("*.ipynb"))
-    return paths + sorted((root / "coursework").glob("*.ipynb"))
+    paths += sorted((root / "coursework").glob("*.ipynb"))
+    if not paths:
+        from mini_decoders.book_settings import repository_url
+        from mini_decoders.errors import MiniDecodersError
+
+        raise MiniDecodersError(f"no chapter or assignment notebooks in {root.resolve()}: this command works on the "
+                                f"book's notebooks, which a pip install does not include; run it inside a checkout "
+                                f"(git clone {repository_url()}) or pass --root CHECKOUT")
+    return paths
 
 
 def require(module: str):

@@ -259,7 +259,7 @@ def load(name: str, cache: str | Path | None = None) -> list[Session]:
 
     ``yu2009_pmd`` -> [ex1, ex2]; ``golub2018_bci`` -> [beforeLearning, afterLearning];
     ``zhang_desimone_it`` -> 21 sessions; ``pynapple_nwb`` -> [one]; a DANDI set -> its NWB
-    assets already in the cache (fetch them first with ``data_scripts/fetch_nlb.py``).
+    assets already in the cache (fetch them first with ``mini-decoders data fetch NAME``).
     """
     entry = get_entry(name)
     if name == "yu2009_pmd":
@@ -274,6 +274,7 @@ def load(name: str, cache: str | Path | None = None) -> list[Session]:
         paths = entry.local_files(cache)
         if not paths:
             raise DataError(f"{name}: no NWB files in {entry.local_dir(cache)}; download them first with "
-                            f"`python data_scripts/fetch_nlb.py --name {name}` ({entry.url})")
+                            f"`mini-decoders data fetch {name}` (the DANDI client: pip install "
+                            f"'mini-decoders[dandi]'; {entry.url})")
         return [read_nwb(path) for path in paths]
     raise DataError(f"load: no loader for registered dataset {name!r}")

@@ -3,7 +3,9 @@
 Launch any training script with ``torchrun --nproc_per_node G script.py`` (or on several nodes
 with ``--nnodes``); ``torchrun`` sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` and the Trainer
 notices them. Each rank takes its contiguous slice of every global batch, computes the mean loss
-over its slice, and DDP averages the gradients across ranks.
+over its slice, and DDP averages the gradients across ranks. A world of one launched by
+``torchrun`` (``--nproc_per_node 1``, one GPU) runs the same DDP code (process group, wrapper), so
+that one GPU checks what eight run.
 
 Assumption: the model's loss is a *per-sample mean* over the batch. Then the average over ranks of
 per-slice means equals the mean over the whole global batch, so G processes with global batch B
@@ -33,19 +35,23 @@ class WorldInfo:
     rank: int
     local_rank: int
     world_size: int
+    launched: bool = False  # by torchrun (or a process group exists): DDP even in a world of one
 
     @property
     def is_distributed(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
 
 
 def world_info() -> WorldInfo:
     """This process's rank, local rank and world size (from the process group, else the environment)."""
-    if dist.is_available() and dist.is_initialized():
+    initialized = dist.is_available() and dist.is_initialized()
+    if initialized:
         rank, world_size = dist.get_rank(), dist.get_world_size()
     else:
         rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    return WorldInfo(rank=rank, local_rank=int(os.environ.get("LOCAL_RANK", rank)), world_size=world_size)
+    launched = initialized or "TORCHELASTIC_RUN_ID" in os.environ  # torchrun sets it in every process it starts
+    return WorldInfo(rank=rank, local_rank=int(os.environ.get("LOCAL_RANK", rank)), world_size=world_size,
+                     launched=launched)
 
 
 def is_main_process() -> bool:
@@ -54,12 +60,12 @@ def is_main_process() -> bool:
 
 
 def init_distributed(device_type: str) -> bool:
-    """Join the process group when launched by ``torchrun`` with ``WORLD_SIZE > 1``.
+    """Join the process group when launched by ``torchrun`` (any ``WORLD_SIZE``, 1 included).
 
     The backend is NCCL for CUDA and gloo otherwise (CPU, and the tests). Returns True when this
     call created the group (so the caller should destroy it when done), False otherwise.
     """
-    if int(os.environ.get("WORLD_SIZE", 1)) <= 1 or not dist.is_available() or dist.is_initialized():
+    if not world_info().is_distributed or not dist.is_available() or dist.is_initialized():
         return False
     dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     return True

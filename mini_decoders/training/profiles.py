@@ -1,8 +1,10 @@
 """Profiles: how big a run is, chosen once for every model.
 
 - ``tiny``: seconds per model; only proves that every cell and command runs (CI).
-- ``quick``: a CPU-sized recipe that really learns (minutes on a laptop); the default on a CPU.
-- ``full``: the paper-scale recipe for a GPU; the default when CUDA is available.
+- ``quick``: a CPU-sized recipe that really learns (minutes on a laptop); the default on every
+  device, so a reader on a GPU (Colab) gets the published book's recipe and numbers, only faster.
+- ``full``: the paper-scale recipe for a GPU; only when asked (``MINI_DECODERS_PROFILE=full``,
+  ``--profile full`` or ``profile="full"``), never chosen by ``auto``.
 
 Each model module declares ``CONFIGS = {"tiny": {...}, "quick": {...}, "full": {...}}`` and picks
 its own with ``config_for(CONFIGS, profile)``.
@@ -17,8 +19,6 @@ from __future__ import annotations
 import copy
 import os
 
-import torch
-
 from mini_decoders.errors import RunError
 
 PROFILES = ("tiny", "quick", "full")
@@ -30,7 +30,9 @@ def resolve_profile(profile: str | None = None) -> str:
     """Name of the profile to use: one of ``PROFILES``.
 
     Precedence: the explicit ``profile`` argument, else the ``MINI_DECODERS_PROFILE`` environment
-    variable, else ``"auto"``. ``"auto"`` means ``"full"`` when CUDA is available, else ``"quick"``.
+    variable, else ``"auto"``. ``"auto"`` means ``"quick"`` on every device, CUDA included: the
+    book's chapters then run the recipe whose numbers the published book shows; ``full`` (hours of
+    paper-scale training) is only ever chosen by name.
 
     Raises:
         RunError: the name is not ``auto`` or one of ``PROFILES`` (the message says where it came from).
@@ -43,7 +45,7 @@ def resolve_profile(profile: str | None = None) -> str:
         name, source = "auto", "the default"
     name = name.strip().lower()
     if name == "auto":
-        return "full" if torch.cuda.is_available() else "quick"
+        return "quick"
     if name not in PROFILES:
         raise RunError(f"unknown profile {name!r} (from {source}); expected one of: auto, {', '.join(PROFILES)}")
     return name
