@@ -393,8 +393,8 @@ def test_student_chapter_runs_to_the_end_failing_only_in_exercises(tmp_path):
     check_cells = [i for i, cell in enumerate(nb.cells) if "check" in cell_tags(cell)]
     assert [i for i, _, _ in errors] == check_cells  # every check fails, nothing else does
     assert all(name in NOT_DONE and ("check" in tags or "exercise" in tags) for _, tags, name in errors), errors
-    last = nb.cells[-2]  # the widget cell at the end still ran
-    assert last.cell_type == "code" and last.execution_count is not None
+    last = nb.cells[-1]  # the chapter's last cell (its run time) still ran
+    assert last.cell_type == "code" and last.execution_count is not None and "state_run_time" in last.source
 
 
 def test_autograder_scores_student_edition_0_and_solution_100(tmp_path, capsys, monkeypatch):
