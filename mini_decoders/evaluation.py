@@ -340,7 +340,7 @@ def oracle_task_scores(session, truth, split: str = "test", bin_size: float = 0.
                        tasks: tuple[str, ...] = ALL_TASKS, forward_bins: int = FORWARD_BINS, n_folds: int = 3,
                        leave_out_folds: int | None = None, kern_sd: float = KERN_SD
                        ) -> dict[str, dict[str, float | None]]:
-    """The scores of the simulator's true rates on every task: the ceiling for any model on these trials.
+    """The scores of the simulator's true rates on every task: the best any model can do there, in expectation.
 
     Args:
         session: the :class:`~mini_decoders.data.session.Session` (from ``simulate`` or ``read_nwb``).

@@ -1,9 +1,11 @@
 """The oracle: the simulator's true rates scored like a model, with the metrics and trials every model gets.
 
 On simulated data (``mini-decoders data synth`` writes ``<id>_truth.h5`` beside each NWB file) the
-true expected counts of every bin are known: scored like a model's predictions they give the best
-any model can do on those trials, the ceiling each chapter shows next to a model's score. Real data
-has no truth file and no oracle.
+true expected counts of every bin are known, scored like a model's predictions. For the rate
+scores (bits/spike) that is the best any model can do on those trials, in expectation; the velocity
+oracle is a ridge decoder of the true rates, a reference each chapter shows next to a model's score
+but not a ceiling (another decoder of the true rates could do better). Real data has no truth file
+and no oracle.
 """
 
 from __future__ import annotations
