@@ -134,6 +134,24 @@ def test_the_build_fetches_every_small_recording_then_builds_with_both_tables_an
         assert Path(given.get(variable, "")).is_file(), f"`make book` in job {name} is not given {variable}: {given}"
 
 
+def test_the_execution_cache_is_restored_only_for_the_same_package_and_tables():
+    """Jupyter's execution cache re-runs a chapter only when its code changes: restored from a build
+    with another package or other tables, chapters 3-9 would keep the old outputs."""
+    name, job = job_running("book")
+    uploads = {step["with"]["name"]: step["with"]["path"] for other in workflow()["jobs"].values()
+               for step in other.get("steps", []) if step.get("uses", "").startswith("actions/upload-artifact@")}
+    tables = [(Path(step["with"]["path"]) / Path(uploads[step["with"]["name"]]).name).as_posix()
+              for step in job["steps"] if step.get("uses", "").startswith("actions/download-artifact@")]
+    assert len(tables) == 2, f"job {name} downloads {tables}: expected the ladder's and the benchmark's tables"
+    [cache] = [step for step in job["steps"] if step.get("uses", "").startswith("actions/cache@")]
+    assert ".jupyter_cache" in cache["with"]["path"]
+    prefix = cache["with"].get("restore-keys", cache["with"]["key"])
+    assert cache["with"]["key"].startswith(prefix)
+    for source in ["mini_decoders/**/*.py", "pyproject.toml", *tables]:
+        assert f"'{source}'" in prefix, f"publish.yml: the book's cache can be restored with another {source}"
+    assert job["steps"].index(cache) < step_index(job, "book")
+
+
 @pytest.mark.parametrize("target", ["benchmark-json", "ladder"])
 def test_each_table_is_made_by_its_make_target_cached_on_the_package_and_uploaded(replay, target):
     name, job = job_running(target)
