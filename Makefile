@@ -6,7 +6,7 @@
 # commands: `make book` looks for what they wrote when it starts):
 #   make data             the small real recordings, verified (chapters 4 and 9)
 #   make ladder           the recipe ladder of every transformer (chapters 3-7; hours)
-#   make benchmark-json   every model side by side, with the transfer experiment (chapter 8; about an hour)
+#   make benchmark-json   every model side by side, with the transfer experiment (chapter 8; ~1 h)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -36,7 +36,8 @@ LADDER_ENV := $(if $(wildcard $(LADDER_JSON)),MINI_DECODERS_LADDER_JSON=$(abspat
 
 # Chapter 8's side-by-side table: every registered model in the quick profile, and the transfer
 # experiment of the models that adapt, from the one command a reader can rerun (resumable). About an
-# hour on 2 cores: <= 270 s of training per gradient model, cost sweeps, transfer at 150 s per run.
+# hour on 2 cores, estimated from its budgets: <= 270 s of training per gradient model, the cost
+# sweeps, then 150 s per pretraining in the transfer experiment.
 # `make book` shows it, with its provenance, when the JSON exists; else chapter 8 runs four models.
 BENCHMARK_JSON ?= _build/benchmark/benchmark.json
 BENCHMARK_ENV := $(if $(wildcard $(BENCHMARK_JSON)),MINI_DECODERS_BENCHMARK_JSON=$(abspath $(BENCHMARK_JSON)))
