@@ -2,6 +2,11 @@
 #   make book   builds the book with every chapter executed (quick profile, on a CPU or a GPU)
 #   make test   runs every test: pytest + the notebooks through nbval in the tiny profile
 # Both create (or reuse) a virtual environment in .venv and install what they need into it.
+# The published book is complete after three more, each run once before `make book` (separate make
+# commands: `make book` looks for what they wrote when it starts):
+#   make data             the small real recordings, verified (chapters 4 and 9)
+#   make ladder           the recipe ladder of every transformer (chapters 3-7; hours)
+#   make benchmark-json   every model side by side, with the transfer experiment (chapter 8; ~1 h)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,16 +15,32 @@ PY := $(VENV)/bin/python
 #   make TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124" test
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
-# Real recordings: a checkout with ../shared/realdata beside it uses that folder as a pre-filled,
-# read-only download cache (tests never touch the network); otherwise $MINI_DECODERS_DATA or
-# ~/.cache/mini_decoders is used and files are downloaded on first use.
+# Real recordings: $MINI_DECODERS_DATA when it is set; else a checkout with ../shared/realdata beside
+# it uses that folder as a pre-filled, read-only download cache (tests never touch the network); else
+# DATA_CACHE once `make data` has filled it; else ~/.cache/mini_decoders, downloaded on first use.
 SHARED_DATA := $(abspath ../shared/realdata)
-DATA_ENV := $(if $(MINI_DECODERS_DATA),,$(if $(wildcard $(SHARED_DATA)),MINI_DECODERS_DATA=$(SHARED_DATA)))
+DATA_CACHE ?= _build/data
+DATA_ENV := $(if $(MINI_DECODERS_DATA),,$(if $(wildcard $(SHARED_DATA)),MINI_DECODERS_DATA=$(SHARED_DATA),$(if \
+	$(wildcard $(DATA_CACHE)),MINI_DECODERS_DATA=$(abspath $(DATA_CACHE)))))
+
+# Names come from the package's registries (the one list of each), never typed here. `=`, not `:=`:
+# they are read when a recipe runs, after the virtual environment that imports the package exists.
+ALL_MODELS = $(shell $(PY) -c "from mini_decoders.models.registry import MODELS; print(','.join(MODELS))")
+SMALL_DATASETS = $(shell $(PY) -c \
+	"from mini_decoders.data.registry import DataEntry, names; print(' '.join(names(DataEntry)))")
 
 # The recipe ladder (each paper's recipe, + each of this book's changes alone, the default) for every
 # transformer: several hours on 2 cores, resumable. `make book` shows its table when the JSON exists.
 LADDER_JSON ?= _build/ladder/ladder.json
 LADDER_ENV := $(if $(wildcard $(LADDER_JSON)),MINI_DECODERS_LADDER_JSON=$(abspath $(LADDER_JSON)))
+
+# Chapter 8's side-by-side table: every registered model in the quick profile, and the transfer
+# experiment of the models that adapt, from the one command a reader can rerun (resumable). About an
+# hour on 2 cores, estimated from its budgets: <= 270 s of training per gradient model, the cost
+# sweeps, then 150 s per pretraining in the transfer experiment.
+# `make book` shows it, with its provenance, when the JSON exists; else chapter 8 runs four models.
+BENCHMARK_JSON ?= _build/benchmark/benchmark.json
+BENCHMARK_ENV := $(if $(wildcard $(BENCHMARK_JSON)),MINI_DECODERS_BENCHMARK_JSON=$(abspath $(BENCHMARK_JSON)))
 
 # Notebook tests (nbval) and book builds (jupyter-book) both start Jupyter kernels on local TCP
 # ports that are picked free just before the kernel binds them: run at once on one machine they can
@@ -27,7 +48,7 @@ LADDER_ENV := $(if $(wildcard $(LADDER_JSON)),MINI_DECODERS_LADDER_JSON=$(abspat
 # machine-wide lock and take turns; the second says whom it waits for (.ci/kernel_lock.py).
 KERNEL_LOCK := $(PY) .ci/kernel_lock.py --
 
-.PHONY: book test venv clean-book ladder
+.PHONY: book test venv clean-book ladder benchmark-json data
 
 venv: $(STAMP)
 
@@ -45,7 +66,7 @@ test: $(STAMP)
 		--nbval-lax --nbval-cell-timeout=900 tests notebooks
 
 book: $(STAMP)
-	$(DATA_ENV) $(LADDER_ENV) $(KERNEL_LOCK) $(VENV)/bin/jupyter-book build . --keep-going
+	$(DATA_ENV) $(LADDER_ENV) $(BENCHMARK_ENV) $(KERNEL_LOCK) $(VENV)/bin/jupyter-book build . --keep-going
 	@echo "book: open _build/html/index.html"
 
 clean-book:
@@ -54,3 +75,12 @@ clean-book:
 ladder: $(STAMP)
 	$(VENV)/bin/mini-decoders benchmark --recipe-ladder --models smoothing,ridge,ndt1,poyo,ndt2,mtm,vq \
 		--profile quick --budget-seconds 0 --no-costs --threads 1 --json $(LADDER_JSON)
+
+benchmark-json: $(STAMP)
+	$(if $(ALL_MODELS),,$(error no model name read from mini_decoders/models/registry.py with $(PY)))
+	$(VENV)/bin/mini-decoders benchmark --profile quick --models $(ALL_MODELS) --transfer --json $(BENCHMARK_JSON)
+
+# Each file is checked against the sha256 the data registry pins; a verified file is not fetched again.
+data: $(STAMP)
+	names="$(SMALL_DATASETS)"; test -n "$$names" || { echo "no small dataset read from the data registry"; exit 1; }; \
+	for name in $$names; do $(VENV)/bin/mini-decoders data fetch $$name --cache $(DATA_CACHE) || exit 1; done

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -144,7 +145,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                           budget_seconds="auto" if args.budget_seconds is None else args.budget_seconds,
                           device=args.device, threads=args.threads, isolate=not args.in_process, transfer=transfer,
                           costs=not args.no_costs, progress=not args.quiet, recipe=args.recipe,
-                          ladder=args.recipe_ladder, log=print)
+                          ladder=args.recipe_ladder, command=shlex.join(["mini-decoders", *args.argv]), log=print)
     if table["rows"]:  # --transfer-only has no model rows, hence no table to print
         print(format_table(table))
     if table.get("transfer"):
@@ -331,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("MINI_DECODERS_DEBUG") == "1"
     try:
         # Inside the try: a Ctrl-C while the heavy libraries (torch, pynwb) load is an interrupt too.
+        argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser().parse_args(argv)
+        args.argv = argv  # a table records the command that made it (its provenance)
         return args.func(args)
     except MiniDecodersError as error:
         if debug:

@@ -293,7 +293,8 @@ def run_benchmark(data: Sequence[str | Path] | None = None, models: str | Sequen
                   *, work: str | Path | None = None, seed: int = 0, max_steps: int | None = None,
                   budget_seconds: float | str | None = "auto", device: str | None = None, threads: int | None = None,
                   isolate: bool = True, transfer: bool | dict = False, costs: bool = True, progress: bool = False,
-                  recipe: str | None = None, ladder: bool = False, log: Callable[[str], None] | None = print) -> dict:
+                  recipe: str | None = None, ladder: bool = False, command: str | None = None,
+                  log: Callable[[str], None] | None = print) -> dict:
     """Train and score ``models`` side by side; write the JSON table (and the plot).
 
     Args:
@@ -320,11 +321,14 @@ def run_benchmark(data: Sequence[str | Path] | None = None, models: str | Sequen
             another recipe are named ``model@recipe``.
         ladder: every step of each model's recipe ladder instead (the paper's recipe, the paper's
             plus each of our changes alone, the default): what each change buys, one row each.
+        command: the command line that asked for the table, kept in it as ``command`` so that a
+            page showing the saved table can say how it was made
+            (:func:`~mini_decoders.experiments.report.table_provenance`); None: not recorded.
         log: where progress lines go (None: silent).
 
     Returns:
-        The table: ``{"format", "profile", "settings", "budget", "data", "rows": [...], "oracle",
-        "summary", "transfer"?}``; each row as described in the module docstring.
+        The table: ``{"format", "package_version", "created", "command", "profile", "settings", "budget",
+        "data", "rows": [...], "oracle", "summary", "transfer"?}``; each row as described in the module docstring.
     """
     say = log or (lambda message: None)
     if work is None:
@@ -362,6 +366,7 @@ def run_benchmark(data: Sequence[str | Path] | None = None, models: str | Sequen
         say(f"    {_row_line(row)}")
         rows.append(row)
     table = build_table(rows, oracle, settings, sessions)
+    table["command"] = command
     table["seconds"] = time.perf_counter() - started
     if transfer:
         options = dict(transfer) if isinstance(transfer, dict) else {}

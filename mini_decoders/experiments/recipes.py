@@ -24,11 +24,14 @@ from typing import Any
 
 from mini_decoders.experiments.benchmark import run_benchmark
 from mini_decoders.experiments.cells import cell_label, row_label
+from mini_decoders.experiments.report import table_provenance
 from mini_decoders.metrics import METRIC_LABELS
 from mini_decoders.models.recipes import DEFAULT, PAPER
 from mini_decoders.models.registry import classic_baseline, get_model
 
 LADDER_ENV = "MINI_DECODERS_LADDER_JSON"
+# what a ladder table that did not record its command was made by
+LADDER_COMMAND = "mini-decoders benchmark --recipe-ladder"
 
 
 def run_ladder(models: str | list[str], data=None, profile: str | None = None, json_path=None, *, work=None,
@@ -87,15 +90,6 @@ def ladder_effects(table: dict, model: str) -> dict[str, Any] | None:
             "oracle": oracle.get(metric), "changes": changes}
 
 
-def provenance(table: dict) -> str:
-    """One line: how and when the table was made (profile, seed, data, package version)."""
-    data = table.get("data", [])
-    trials = sum(d.get("trials", {}).get("train", 0) for d in data)
-    return (f"measured by `mini-decoders benchmark --recipe-ladder` on {table.get('created', '?')}, profile "
-            f"{table.get('profile')}, seed {table.get('seed')}, {len(data)} session(s) with {trials} training trials "
-            f"in all, mini-decoders {table.get('package_version', '?')}")
-
-
 def _value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
@@ -134,5 +128,5 @@ def departures_markdown(model: str, profile: str | None = None, table: dict | No
         reference = "oracle (true rates)" if metric.endswith("bps") else "ridge from the true rates"
         lines.append(f"{label}: paper's recipe {show(effects['paper'])}, this book's {show(effects['default'])}, "
                      f"{effects['baseline_name']} {show(effects['baseline'])}, {reference} {show(effects['oracle'])}; "
-                     f"{provenance(table)}.")
+                     f"{table_provenance(table, LADDER_COMMAND)}.")
     return "\n".join(lines)

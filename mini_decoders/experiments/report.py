@@ -1,7 +1,8 @@
 """Reports: the results of the experiments as text and pictures.
 
 - the side-by-side benchmark (:mod:`mini_decoders.experiments.benchmark`): :func:`format_table`
-  (what the command prints) and :func:`plot_benchmark` (scores against compute, costs against work);
+  (what the command prints), :func:`plot_benchmark` (scores against compute, costs against work)
+  and :func:`table_provenance` (how and when a saved table was made, for a page that shows it);
 - the transfer experiment (:mod:`mini_decoders.experiments.transfer`): :func:`format_transfer` and
   :func:`plot_transfer` (accuracy against k and against N).
 
@@ -57,6 +58,37 @@ def format_table(table: dict) -> str:
                  f"{summary['transformers_beat_baselines']}; meets its model issue's bar ({bars_text}): "
                  f"{summary.get('transformers_meet_model_bars')}")
     return "\n".join(lines)
+
+
+def table_provenance(table: dict, command: str = "mini-decoders benchmark") -> str:
+    """One line: how and when a saved benchmark table was made (a page that shows it prints this).
+
+    It names the command, when it ran, the package version, the profile and seed, the models and
+    the data, e.g. ``measured by `mini-decoders benchmark --profile quick ...` on
+    2026-12-06T11:30:33, mini-decoders 0.1.0, profile quick, seed 0; 8 models: ridge, ...;
+    3 simulated sessions (sim_s0, sim_s1, sim_s2) with 630 training trials in all``.
+
+    Args:
+        table: a benchmark table (:func:`~mini_decoders.experiments.benchmark.run_benchmark`).
+        command: what to name when the table recorded no command (written by ``run_benchmark``
+            from Python, or by a version of the package that did not record it).
+    """
+    data = table.get("data", [])
+    trials = sum(entry.get("trials", {}).get("train", 0) for entry in data)
+    models = list(dict.fromkeys(row["model"] for row in table.get("rows", []) if row.get("model")))
+    sessions = [str(entry.get("session", "?")) for entry in data]
+    shown = ", ".join(sessions[:4]) + (f", ... ({len(sessions)} in all)" if len(sessions) > 4 else "")
+    # only the simulator writes the true rates the oracle row is scored from
+    kind = "simulated " if table.get("oracle") else ""
+    return (f"measured by `{table.get('command') or command}` on {table.get('created', '?')}, mini-decoders "
+            f"{table.get('package_version', '?')}, profile {table.get('profile', '?')}, seed {table.get('seed', '?')}; "
+            f"{_count(len(models), 'model')}: {', '.join(models) or 'none'}; "
+            f"{_count(len(data), kind + 'session')}" + (f" ({shown})" if sessions else "")
+            + f" with {trials} training trials in all")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def plot_benchmark(table: dict, path: str | Path | None = None, axes=None):
