@@ -20,7 +20,7 @@ The models keep calling their tokenizers directly where their forward needs more
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Mapping
+from typing import ClassVar, Iterator, Mapping, Optional
 
 from torch import Tensor, nn
 
@@ -57,3 +57,36 @@ class Tokenizer(nn.Module):
     def tokens(self, batch: Mapping[str, Tensor]) -> Tokens:
         """The tokens of ``batch``: (B, L, D) vectors, their (B, L) times, their (B, L) mask."""
         raise NotImplementedError
+
+    def training_tokens(self, batch: Mapping[str, Tensor]) -> tuple[Tokens, Optional[Tensor]]:
+        """The tokens of ``batch`` while training, and the tokenizer's own loss (None: it has none).
+
+        A learned codebook (VQ) adds its commitment loss here and updates itself; fixed recipes
+        (spikes, bins, patches) are :meth:`tokens` with no loss of their own.
+        """
+        return self.tokens(batch), None
+
+    def token_seconds(self, tokens: Tokens, bin_size: float) -> Tensor:
+        """(B, L) float seconds of each token from the window start, whatever its ``TIME_UNIT``.
+
+        Bin tokens sit at their bin's centre; a token of a window of ``self.window`` bins at the
+        window's centre; spike tokens already carry seconds. One clock lets one backbone place the
+        tokens of every tokenizer on the same output bins.
+        """
+        times = tokens.times.float()
+        if self.TIME_UNIT == "s":
+            return times
+        if self.TIME_UNIT == "bin":
+            return (times + 0.5) * bin_size
+        if self.TIME_UNIT == "window":
+            window = int(getattr(self, "window"))
+            return (times * window + window / 2) * bin_size
+        raise ValueError(f"{type(self).__name__}.TIME_UNIT must be 's', 'bin' or 'window', got {self.TIME_UNIT!r}")
+
+    def token_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters the tokens depend on (what a parameter count charges to the tokenizer).
+
+        All of them by default; a tokenizer that carries more (the VQ tokenizer's own decoder)
+        leaves those out.
+        """
+        return self.parameters()

@@ -31,7 +31,7 @@ statistics (dead-code restarts), nor the commitment loss or the perplexity.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -204,3 +204,25 @@ class VQTokenizer(Tokenizer):
                                   window_valid=window_valid)
         positions = torch.arange(window_valid.shape[1], device=valid.device).expand(window_valid.shape)
         return Tokens(quantized.quantized, positions, window_valid)
+
+    def training_tokens(self, batch) -> tuple[Tokens, Tensor]:
+        """:meth:`tokens` while the codebook learns with the model that reads them: codes of the real
+        windows (straight-through gradient to the encoder), the codebook updated (EMA, or by gradient
+        through the returned codebook loss) and the commitment + codebook loss returned."""
+        valid = batch["time_mask"]
+        window_valid = window_mask(valid, self.window)  # (B, N)
+        quantized = self.quantize(self.encode(batch["heldin"], batch["session_index"], valid),
+                                  window_valid=window_valid)
+        positions = torch.arange(window_valid.shape[1], device=valid.device).expand(window_valid.shape)
+        return Tokens(quantized.quantized, positions, window_valid), quantized.loss
+
+    def token_parameters(self) -> Iterator[nn.Parameter]:
+        """Encoder and codebook: what makes a code. The decoder and read-out (which reconstruct counts
+        from codes, for the VQ-VAE objective), and the encoder's positions when it has no transformer,
+        are not on the tokens' path."""
+        unused = [self.from_code, self.decoder_positions, self.decoder, self.decoder_norm]
+        if not len(self.encoder):
+            unused.append(self.encoder_positions)
+        decoder = {id(p) for module in unused for p in module.parameters()} | {id(self.read_out_weight),
+                                                                              id(self.read_out_bias)}
+        return (p for p in self.parameters() if id(p) not in decoder)
