@@ -128,6 +128,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- benchmark
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    if args.token_lab:
+        return cmd_token_lab(args)
+    if args.json is None:
+        raise MiniDecodersError("benchmark: --json OUT.json is required (the table is written there)")
     from mini_decoders.experiments.benchmark import run_benchmark
     from mini_decoders.experiments.report import format_table, format_transfer
     from mini_decoders.experiments.transfer import parse_counts, parse_fractions
@@ -152,6 +156,22 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         print(format_transfer(table["transfer"]))
     print(f"table written to {args.json}" + (f", plot to {args.plot}" if args.plot else ""))
     return 0
+
+
+def cmd_token_lab(args: argparse.Namespace) -> int:
+    from mini_decoders.experiments.report import format_token_lab
+    from mini_decoders.experiments.token_lab import run_token_lab
+    from mini_decoders.files import write_json_atomic
+    from mini_decoders.training.profiles import resolve_profile
+
+    profile = resolve_profile(args.profile)
+    work = args.work or (str(Path(args.json).with_suffix(".work")) if args.json else "token_lab.work")
+    table = run_token_lab(args.data, profile, args.seed, work=work, device=args.device or "cpu", log=print)
+    print(format_token_lab(table))
+    if args.json:
+        write_json_atomic(Path(args.json), table)
+        print(f"table written to {args.json}")
+    return 0 if table["params_within_10pct"] else 1
 
 
 # ---------------------------------------------------------------------------------- course
@@ -276,7 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", nargs="+", default=None,
                        help="NWB files (default: simulated sessions written to the work folder)")
     bench.add_argument("--profile", default=None, help="tiny | quick | full | auto (default: $MINI_DECODERS_PROFILE or auto)")
-    bench.add_argument("--json", required=True, help="the table (written atomically)")
+    bench.add_argument("--json", default=None, help="the table (written atomically; required but with --token-lab)")
+    bench.add_argument("--token-lab", action="store_true",
+                       help="the token lab instead: one backbone, five tokenizers (spikes, bins, patches, VQ codes, "
+                            "convolution), matched parameter counts")
     bench.add_argument("--plot", default=None, help="a PNG: scores vs compute, cost vs work")
     bench.add_argument("--work", default=None,
                        help="work folder with one row per model; a rerun skips finished rows (default: <json>.work)")

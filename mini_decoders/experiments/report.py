@@ -4,7 +4,8 @@
   (what the command prints), :func:`plot_benchmark` (scores against compute, costs against work)
   and :func:`table_provenance` (how and when a saved table was made, for a page that shows it);
 - the transfer experiment (:mod:`mini_decoders.experiments.transfer`): :func:`format_transfer` and
-  :func:`plot_transfer` (accuracy against k and against N).
+  :func:`plot_transfer` (accuracy against k and against N);
+- the token lab (:mod:`mini_decoders.experiments.token_lab`): :func:`format_token_lab`.
 
 matplotlib is imported by the functions that draw: the package must import (and the command
 line start) on a machine without a display or without matplotlib.
@@ -57,6 +58,25 @@ def format_table(table: dict) -> str:
     lines.append(f"every row finite: {summary['every_row_finite']}; every transformer beats its baseline: "
                  f"{summary['transformers_beat_baselines']}; meets its model issue's bar ({bars_text}): "
                  f"{summary.get('transformers_meet_model_bars')}")
+    return "\n".join(lines)
+
+
+def format_token_lab(table: dict) -> str:
+    """The token lab as aligned text: one row per tokenizer, the oracle, and the parameter spread."""
+    columns = [("token", 8, "s"), ("width", 5, "d"), ("co_bps", 7, ".3f"), ("vel_r2", 7, ".3f"),
+               ("tokens_per_second", 9, ".0f"), ("train_seconds", 8, ".1f"), ("seconds_per_step", 8, ".3f"),
+               ("peak_memory_mb", 8, ".0f"), ("tokenizer_params", 9, ",d"), ("shared_params", 9, ",d"),
+               ("params", 9, ",d")]
+    heads = {"tokens_per_second": "tokens/s", "train_seconds": "train s", "seconds_per_step": "s/step",
+             "peak_memory_mb": "peak MB", "tokenizer_params": "own par", "shared_params": "shared"}
+    oracle = dict(table["oracle"] or {}, token="oracle")
+    lines = ["  ".join(f"{heads.get(name, name):>{width}}" for name, width, _ in columns)]
+    for row in table["rows"] + ([oracle] if table.get("oracle") else []):
+        cells = [("-" if row.get(name) is None else format(row[name], spec)) for name, _, spec in columns]
+        lines.append("  ".join(f"{text[:width]:>{width}}" for text, (_, width, _) in zip(cells, columns)))
+    lines.append(f"profile {table['profile']}, {table['steps']} steps of {table['batch_size']} trials, seed "
+                 f"{table['seed']}; parameter spread (max/min - 1): {table['param_spread']:.1%} "
+                 f"({'within' if table['params_within_10pct'] else 'NOT within'} 10%); {table['seconds']:.0f} s in all")
     return "\n".join(lines)
 
 
