@@ -49,7 +49,7 @@ from mini_decoders.tokenizers.spikes import SpikeTokenizer, add_start_end_tokens
 from mini_decoders.tokenizers.vq import VQTokenizer
 
 TOKEN_KINDS = ("spikes", "bins", "patches", "codes", "conv")
-NEURONS_PER_PATCH = 8  # patch widths must be multiples of it
+NEURONS_PER_PATCH = 4  # patch widths must be multiples of it
 
 
 @dataclass
@@ -88,7 +88,7 @@ class TokenLabModel(nn.Module):
 
     def __init__(self, tokenizer: Tokenizer, token_dim: int, units: LabUnits, config: TokenLabConfig):
         super().__init__()
-        dim, self.config = config.dim, config
+        dim, self.config, self.units = config.dim, config, units
         self.tokenizer = tokenizer
         self.adapter = nn.Identity() if token_dim == dim else nn.Linear(token_dim, dim)
         self.max_heldin, self.max_heldout = max(units.heldin_per_session), max(units.heldout_per_session)
@@ -207,20 +207,14 @@ def own_count(kind: str, width: int, units: LabUnits, dim: int) -> int:
 
 
 def match_width(kind: str, target: int, units: LabUnits, dim: int, widths: Sequence[int] | None = None) -> int:
-    """The width whose own count is closest to ``target`` (counts grow with the width: bisection).
+    """The width whose own count is closest to ``target``.
 
-    Widths are even (rotary pairs) and, for patches, multiples of the neurons per patch.
+    Widths are even (rotary pairs) and, for patches, multiples of the neurons per patch. Every width
+    is tried: the count is not monotonic in it (at ``width == D`` the adapter disappears).
     """
-    widths = widths or range(NEURONS_PER_PATCH if kind == "patches" else 2, 1025, NEURONS_PER_PATCH if kind == "patches" else 2)
-    low, high = 0, len(widths) - 1
-    while low < high:
-        middle = (low + high) // 2
-        if own_count(kind, widths[middle], units, dim) < target:
-            low = middle + 1
-        else:
-            high = middle
-    candidates = [widths[i] for i in {max(low - 1, 0), low}]
-    return min(candidates, key=lambda w: abs(own_count(kind, w, units, dim) - target))
+    step = NEURONS_PER_PATCH if kind == "patches" else 2
+    widths = widths or range(step, 257, step)
+    return min(widths, key=lambda width: abs(own_count(kind, width, units, dim) - target))
 
 
 def matched_models(units: LabUnits, config: TokenLabConfig, kinds: Sequence[str] = TOKEN_KINDS,
