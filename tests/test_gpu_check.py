@@ -20,8 +20,15 @@ def test_gpu_check_passes_on_the_cpu_in_the_tiny_profile(tmp_path):
     # Chapter 1 stands in for chapters 3 and 4 here: CI executes every chapter through nbval anyway.
     command = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--tiny",
                "--chapters", "01_neural_data_and_tokens", "--json", str(out)]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-3000:]}"
+    printed = tmp_path / "gpu_check.log"
+    with printed.open("w") as log:  # a file, not a pipe: what it printed so far survives a timeout
+        try:
+            returncode = subprocess.run(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                        timeout=900).returncode
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"gpu_check.py ran past 900 s; the last step it printed:\n{printed.read_text()[-4000:]}")
+    result = subprocess.CompletedProcess(command, returncode, stdout=printed.read_text())
+    assert result.returncode == 0, result.stdout[-6000:]
     report = json.loads(out.read_text())
     assert report["passed"] and report["environment"]["profile"] == "tiny"
     rows = report["rows"]
