@@ -42,8 +42,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GRADIENT_MODELS = ("gru", "ndt1", "ndt2", "mtm", "poyo", "vq")
-CLOSED_FORM = ("ridge", "smoothing")
 PRECISIONS = ("fp32", "bf16", "fp16")
 CHAPTERS = ("03_ndt1_masked_modelling", "04_poyo_spike_tokens")
 
@@ -54,7 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true",
                         help="the tiny profile and few steps: proves the script and every path run (CI, on a CPU)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default 300; --tiny: 40)")
-    parser.add_argument("--models", default=",".join(CLOSED_FORM + GRADIENT_MODELS), help="comma-separated")
+    parser.add_argument("--models", default="all",
+                        help="comma-separated, or all (default: every model of the package's registry)")
     parser.add_argument("--rtol", type=float, default=0.05,
                         help="bf16/fp16 final loss vs fp32's: relative tolerance (default 0.05)")
     parser.add_argument("--resume-atol", type=float, default=None,
@@ -69,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.steps = args.steps or (40 if args.tiny else 300)
     # A step that hangs fails under its own name long before a caller's timeout (the CI test's is 900 s).
     args.step_timeout = 240 if args.tiny else 1200
-    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.models = [m.strip() for m in args.models.split(",") if m.strip() and m.strip() != "all"] or ["all"]
     args.chapters = [] if args.skip_notebooks else [c.strip() for c in args.chapters.split(",") if c.strip()]
     return args
 
@@ -145,16 +144,27 @@ def cli(*args: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- 1. precision
+def closed_form_models() -> set[str]:
+    """The registry's models fitted in closed form (no optimizer steps, hence no precision to check)."""
+    from mini_decoders.models.baselines import ClosedFormDecoder
+    from mini_decoders.models.registry import model_classes
+
+    return {name for name, model_class in model_classes().items() if issubclass(model_class, ClosedFormDecoder)}
+
+
 def check_precision(args, data: list[str], work: Path, device: str, cuda: bool) -> list[dict]:
     import mini_decoders as md
+    from mini_decoders.models.registry import MODELS
 
+    closed_form = closed_form_models()
+    models = list(MODELS) if args.models == ["all"] else args.models
     rows = []
-    for model in args.models:
-        precisions = ("fp32",) if model in CLOSED_FORM else PRECISIONS
+    for model in models:
+        precisions = ("fp32",) if model in closed_form else PRECISIONS
         reference = None
         for precision in precisions:
             row = {"check": "precision", "model": model, "precision": precision}
-            if model in CLOSED_FORM:
+            if model in closed_form:
                 row["note"] = "closed form: no optimizer steps, no autocast"
             if precision == "fp16" and not cuda:
                 row.update(status="skipped", note="fp16 with the grad scaler runs on CUDA only (the package refuses "
@@ -162,7 +172,7 @@ def check_precision(args, data: list[str], work: Path, device: str, cuda: bool) 
                 rows.append(row)
                 say(f"  {model:<9} {precision}: skipped (fp16 needs CUDA)")
                 continue
-            options = {} if model in CLOSED_FORM else {"max_steps": args.steps, "precision": precision}
+            options = {} if model in closed_form else {"max_steps": args.steps, "precision": precision}
             started = time.perf_counter()
             try:
                 with PeakMemory(cuda) as memory:
@@ -179,7 +189,7 @@ def check_precision(args, data: list[str], work: Path, device: str, cuda: bool) 
                        peak_memory_mb=None if memory.bytes is None else round(memory.bytes / 2**20, 1),
                        scores=judged_score(run))
             problems = []
-            if model not in CLOSED_FORM:
+            if model not in closed_form:
                 stages = loss_stages(run)
                 steps = sum(stage[-1][0] for stage in stages)
                 losses = [loss for stage in stages for _, loss in stage]
