@@ -26,6 +26,9 @@ DATA_ENV := $(if $(MINI_DECODERS_DATA),,$(if $(wildcard $(SHARED_DATA)),MINI_DEC
 # Names come from the package's registries (the one list of each), never typed here. `=`, not `:=`:
 # they are read when a recipe runs, after the virtual environment that imports the package exists.
 ALL_MODELS = $(shell $(PY) -c "from mini_decoders.models.registry import MODELS; print(','.join(MODELS))")
+# the models with a paper recipe (the ladder adds the classic baseline each is judged against)
+PAPER_MODELS = $(shell $(PY) -c "from mini_decoders.models.registry import model_classes; \
+	print(','.join(name for name, model in model_classes().items() if model.PAPER))")
 SMALL_DATASETS = $(shell $(PY) -c \
 	"from mini_decoders.data.registry import DataEntry, names; print(' '.join(names(DataEntry)))")
 
@@ -73,7 +76,8 @@ clean-book:
 	rm -rf _build
 
 ladder: $(STAMP)
-	$(VENV)/bin/mini-decoders benchmark --recipe-ladder --models smoothing,ridge,ndt1,poyo,ndt2,mtm,vq \
+	$(if $(PAPER_MODELS),,$(error no model with a paper recipe read from the registry with $(PY)))
+	$(VENV)/bin/mini-decoders benchmark --recipe-ladder --models $(PAPER_MODELS) \
 		--profile quick --budget-seconds 0 --no-costs --threads 1 --json $(LADDER_JSON)
 
 benchmark-json: $(STAMP)
