@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mini_decoders.models.registry import MODELS
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -124,7 +126,8 @@ def run_entry(entry: Entry, mode: str, data: list[str], root: Path, threads: int
 def side_by_side(mode: str, data: list[str], root: Path, threads: int, timeout: float) -> dict:
     """The book's own benchmark (``mini-decoders benchmark``): a few models, reduced or quick."""
     work = root / "side_by_side"
-    models = "ridge,smoothing,ndt1" if mode == "reduced" else "ridge,gru,smoothing,ndt1,ndt2,mtm,poyo,vq"
+    # reduced: the two classic rate/velocity baselines and one transformer; quick: every registered model
+    models = "ridge,smoothing,ndt1" if mode == "reduced" else ",".join(MODELS)
     profile = "tiny" if mode == "reduced" else "quick"
     command = [sys.executable, "-m", "mini_decoders.cli", "benchmark", "--data", *data, "--models", models,
                "--profile", profile, "--json", str(work / "B.json"), "--plot", str(work / "B.png"),
