@@ -198,23 +198,23 @@ class VQTokenizer(Tokenizer):
     def tokens(self, batch) -> Tokens:
         """One token per window of ``window`` bins: its code's vector (B, N, C), at window positions
         0..N-1, real where the window holds a real bin. The codebook is not updated (no EMA step)."""
+        return self._window_tokens(batch, update=False)[0]
+
+    def _window_tokens(self, batch, update: Optional[bool]) -> tuple[Tokens, Quantized]:
+        """The tokens of ``batch`` (one per window, at window positions 0..N-1) and the quantiser's result."""
         valid = batch["time_mask"]
         window_valid = window_mask(valid, self.window)  # (B, N)
-        quantized = self.quantize(self.encode(batch["heldin"], batch["session_index"], valid), update=False,
+        quantized = self.quantize(self.encode(batch["heldin"], batch["session_index"], valid), update=update,
                                   window_valid=window_valid)
         positions = torch.arange(window_valid.shape[1], device=valid.device).expand(window_valid.shape)
-        return Tokens(quantized.quantized, positions, window_valid)
+        return Tokens(quantized.quantized, positions, window_valid), quantized
 
     def training_tokens(self, batch) -> tuple[Tokens, Tensor]:
         """:meth:`tokens` while the codebook learns with the model that reads them: codes of the real
         windows (straight-through gradient to the encoder), the codebook updated (EMA, or by gradient
         through the returned codebook loss) and the commitment + codebook loss returned."""
-        valid = batch["time_mask"]
-        window_valid = window_mask(valid, self.window)  # (B, N)
-        quantized = self.quantize(self.encode(batch["heldin"], batch["session_index"], valid),
-                                  window_valid=window_valid)
-        positions = torch.arange(window_valid.shape[1], device=valid.device).expand(window_valid.shape)
-        return Tokens(quantized.quantized, positions, window_valid), quantized.loss
+        tokens, quantized = self._window_tokens(batch, update=None)
+        return tokens, quantized.loss
 
     def token_parameters(self) -> Iterator[nn.Parameter]:
         """Encoder and codebook: what makes a code. The decoder and read-out (which reconstruct counts
