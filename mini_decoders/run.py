@@ -31,6 +31,7 @@ from mini_decoders.errors import DataError, RunError
 from mini_decoders.data.nwb import read_nwb
 from mini_decoders.files import replacing, write_json_atomic
 from mini_decoders.models.base import PREDICTION_KEYS, Decoder, SessionSpec
+from mini_decoders import run_cache
 from mini_decoders.models.registry import adaptable_models, get_model
 from mini_decoders.scoring import BEHAVIOR, finite_or_none, mean_scores, score_trials
 from mini_decoders.run_folder import (CONFIG_NAME, FORMAT_VERSION, METRICS_NAME, has_checkpoint, history_summary,
@@ -102,6 +103,7 @@ class Run:
     model: Decoder
     config: dict
     metrics: dict = field(default_factory=dict)
+    cache_hit: bool = False  # train() copied this run from the run cache instead of training it
 
     @property
     def bin_size(self) -> float:
@@ -297,7 +299,8 @@ class Run:
 
 def train(model: str, sessions: SessionsLike, profile: str | None = None, out: str | os.PathLike | None = None, *,
           recipe: str | None = None, device: str | None = None, max_steps: int | None = None, seed: int | None = None,
-          resume: bool = False, progress: bool = True, precision: str | None = None) -> Run:
+          resume: bool = False, progress: bool = True, precision: str | None = None,
+          cache: str | os.PathLike | bool | None = None) -> Run:
     """Train ``model`` on ``sessions`` and write a RUN folder (``config.json``, ``checkpoint.pt``,
     ``metrics.json``).
 
@@ -316,6 +319,10 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
         seed: the run's seed (None: 0 for a new run, the run's own seed on resume).
         resume: continue an interrupted run in ``out`` (same model, sessions and seed).
         progress: print progress.
+        cache: the run cache folder (None: ``$MINI_DECODERS_RUN_CACHE`` if set; False: none). A run
+            with the same model, config, seed, device type and session contents that is in the
+            cache is copied to ``out`` instead of trained (``Run.cache_hit``); a run trained here is
+            stored in it (:mod:`mini_decoders.run_cache`). A resumed run never reads the cache.
 
     Every input is checked before anything is written. While it trains, the RUN folder is locked:
     a second ``train`` into it is refused. If training fails before it wrote a checkpoint to
@@ -374,6 +381,20 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
             print(f"note: {out} has no checkpoint to resume from: training starts again from step 0",
                   file=sys.stderr, flush=True)
 
+        cache_at = run_cache.cache_folder(cache)
+        key = None
+        if cache_at is not None and not resume:
+            key = run_cache.cache_key(config, sessions, _device_type(model_config))
+            entry = run_cache.lookup(cache_at, key)
+            if entry is not None:
+                run_cache.copy_cached(entry, out)
+                run = load_run(out)
+                run.cache_hit = True
+                if progress:
+                    print(f"{model_class.name}: the same run is in the run cache ({entry}); copied to {out}",
+                          file=sys.stderr, flush=True)
+                return run
+
         torch.manual_seed(int(model_config["seed"]))
         np.random.seed(int(model_config["seed"]) % 2**32)
         net = model_class.build(sessions, model_config)
@@ -391,7 +412,17 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
         scores = run.evaluate(sessions, split="test")
         run.metrics = {**scores, "training": training}
         write_json_atomic(out / METRICS_NAME, run.metrics)
+        if key is not None:
+            run_cache.store(out, cache_at, key, {"model": model_class.name, "recipe": config["recipe"],
+                                                "trained_in": str(out), "sessions": [s.id for s in sessions]})
     return run
+
+
+def _device_type(model_config: dict) -> str:
+    """The device type a run trains on (``cpu`` for closed-form models): part of its cache key."""
+    if "device" not in model_config:
+        return "cpu"
+    return select_device(str(model_config.get("device") or "auto")).type
 
 
 def _checked_overrides(model_class, model_config: dict, device: str | None, max_steps: int | None,
