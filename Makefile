@@ -39,11 +39,18 @@ LADDER_ENV := $(if $(wildcard $(LADDER_JSON)),MINI_DECODERS_LADDER_JSON=$(abspat
 
 # Chapter 8's side-by-side table: every registered model in the quick profile, and the transfer
 # experiment of the models that adapt, from the one command a reader can rerun (resumable). About an
-# hour on 2 cores, estimated from its budgets: <= 270 s of training per gradient model, the cost
-# sweeps, then 150 s per pretraining in the transfer experiment.
-# `make book` shows it, with its provenance, when the JSON exists; else chapter 8 runs four models.
+# hour on 2 cores: each model's quick recipe (<= 5 min of training each), the cost sweeps, then 150 s
+# per pretraining in the transfer experiment.
+# `make book` shows it, with its provenance, when the JSON exists; else chapter 8 runs every model
+# itself, and the run cache hands it the runs earlier chapters trained on the same sessions.
 BENCHMARK_JSON ?= _build/benchmark/benchmark.json
 BENCHMARK_ENV := $(if $(wildcard $(BENCHMARK_JSON)),MINI_DECODERS_BENCHMARK_JSON=$(abspath $(BENCHMARK_JSON)))
+
+# The run cache (mini_decoders/run_cache.py): a run with the same model, recipe, config, seed and
+# session contents is trained once and copied to whoever asks for it again, in the book's chapters,
+# the benchmark and the ladder. `make clean-book` empties it with the rest of _build.
+RUN_CACHE ?= _build/run_cache
+CACHE_ENV := MINI_DECODERS_RUN_CACHE=$(abspath $(RUN_CACHE))
 
 # Notebook tests (nbval) and book builds (jupyter-book) both start Jupyter kernels on local TCP
 # ports that are picked free just before the kernel binds them: run at once on one machine they can
@@ -69,7 +76,7 @@ test: $(STAMP)
 		--nbval-lax --nbval-cell-timeout=900 tests notebooks
 
 book: $(STAMP)
-	$(DATA_ENV) $(LADDER_ENV) $(BENCHMARK_ENV) $(KERNEL_LOCK) $(VENV)/bin/jupyter-book build . --keep-going
+	$(DATA_ENV) $(LADDER_ENV) $(BENCHMARK_ENV) $(CACHE_ENV) $(KERNEL_LOCK) $(VENV)/bin/jupyter-book build . --keep-going
 	@echo "book: open _build/html/index.html"
 
 clean-book:
@@ -77,12 +84,12 @@ clean-book:
 
 ladder: $(STAMP)
 	$(if $(PAPER_MODELS),,$(error no model with a paper recipe read from the registry with $(PY)))
-	$(VENV)/bin/mini-decoders benchmark --recipe-ladder --models $(PAPER_MODELS) \
+	$(CACHE_ENV) $(VENV)/bin/mini-decoders benchmark --recipe-ladder --models $(PAPER_MODELS) \
 		--profile quick --budget-seconds 0 --no-costs --threads 1 --json $(LADDER_JSON)
 
 benchmark-json: $(STAMP)
 	$(if $(ALL_MODELS),,$(error no model name read from mini_decoders/models/registry.py with $(PY)))
-	$(VENV)/bin/mini-decoders benchmark --profile quick --models $(ALL_MODELS) --transfer --json $(BENCHMARK_JSON)
+	$(CACHE_ENV) $(VENV)/bin/mini-decoders benchmark --profile quick --models $(ALL_MODELS) --transfer --json $(BENCHMARK_JSON)
 
 # Each file is checked against the sha256 the data registry pins; a verified file is not fetched again.
 data: $(STAMP)

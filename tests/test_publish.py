@@ -181,7 +181,8 @@ def test_the_side_by_side_table_covers_every_registered_model_with_the_transfer(
 
 
 def test_the_book_step_gets_nothing_the_makefile_did_not_find():
-    """Without the tables and the data, `make book` sets no variable (the chapters run live or skip)."""
+    """Without the tables and the data, `make book` sets no table or data variable (the chapters run
+    live or skip); only the run cache, which every build has."""
     if shutil.which("make") is None:
         pytest.skip("GNU make is not installed")
     env = {key: value for key, value in os.environ.items() if not key.startswith("MINI_DECODERS_")}
@@ -189,7 +190,22 @@ def test_the_book_step_gets_nothing_the_makefile_did_not_find():
                               "SHARED_DATA=/no/such/folder", "DATA_CACHE=/no/such/cache"],
                              cwd="/", env=env, capture_output=True, text=True, timeout=60)
     assert printed.returncode == 0 and "jupyter-book build" in printed.stdout, printed.stderr
-    assert "MINI_DECODERS_" not in printed.stdout
+    assert set(re.findall(r"MINI_DECODERS_\w+", printed.stdout)) == {"MINI_DECODERS_RUN_CACHE"}, printed.stdout
+
+
+def test_the_book_the_benchmark_and_the_ladder_share_one_run_cache():
+    """Chapter 8 reuses the chapters' runs, and `make ladder` / `make benchmark-json` fill the same cache."""
+    if shutil.which("make") is None:
+        pytest.skip("GNU make is not installed")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MINI_DECODERS_")}
+    folders = {}
+    for target in ("book", "ladder", "benchmark-json"):
+        printed = subprocess.run(["make", "-n", "-f", str(ROOT / "Makefile"), target, "STAMP=", "KERNEL_LOCK=",
+                                  "PAPER_MODELS=ndt1", "ALL_MODELS=ridge", "RUN_CACHE=/some/cache"],
+                                 cwd="/", env=env, capture_output=True, text=True, timeout=60)
+        assert printed.returncode == 0, printed.stderr
+        folders[target] = re.findall(r"MINI_DECODERS_RUN_CACHE=(\S+)", printed.stdout)
+    assert folders == {target: ["/some/cache"] for target in folders}, folders
 
 
 # ---------------------------------------------------------------------------- provenance
