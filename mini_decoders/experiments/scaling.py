@@ -254,8 +254,8 @@ def run_scaling(data: Sequence[str | Path] | None = None, profile: str = "tiny",
                         return {"score": judged_score(run.metrics, metric), "all_scores": run.metrics.get("mean", {}),
                                 "seconds": run.metrics.get("training", {}).get("train_seconds"), "steps": steps[name]}
 
-                row = cell(cell_name, name, lambda compute=compute, n=n, seed=seed: {
-                    **compute(), "n_trials": n, "seed": seed, "train_trials": subsets[seed][n].tolist()})
+                row = cell(cell_name, name, lambda compute=compute, n=n, seed=seed, few=few: {
+                    **compute(), "n_trials": n, "seed": seed, "train_trials": _train_rows(target, few).tolist()})
                 scores.append(None if row is None else row["score"])
                 if row is not None and row.get("seconds") is not None:
                     seconds.append(float(row["seconds"]))
@@ -284,6 +284,13 @@ def run_scaling(data: Sequence[str | Path] | None = None, profile: str = "tiny",
     table["crossings"] = crossing_points(table)
     table["seconds"] = time.perf_counter() - started
     return table
+
+
+def _train_rows(session, few) -> np.ndarray:
+    """The rows of ``session``'s trial table that are train trials of ``few`` (what a cell trained on, kept in its row)."""
+    trained = np.asarray(few.trials.split) == "train"
+    return np.flatnonzero(np.isin(session.trials.start, few.trials.start[trained])
+                          & np.isin(session.trials.stop, few.trials.stop[trained]))
 
 
 def _point(n: int, scores: list[float | None], seconds: list[float]) -> dict:
