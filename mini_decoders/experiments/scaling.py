@@ -66,9 +66,10 @@ SCALING_PROFILES: dict[str, dict[str, Any]] = {
                  seeds=3, models=("smoothing", "ridge", "ndt1", "poyo"),
                  steps={"gru": 10, "ndt1": 8, "poyo": 4}, default_steps=8,
                  pretrain=dict(steps=10, per_seed=False)),
-    # About 8 minutes on 2 CPU cores with one torch thread (measured: see the module's report): the
-    # quick recipes with fewer steps (NDT1's 150 steps reach smoothing's co-bps at ~200 trials; POYO
-    # needs far more steps than fit here from scratch, which is what the pretrained curve shows).
+    # The quick recipes with fewer steps. Measured with one torch thread: 7.1 CPU-minutes (12 minutes
+    # of wall-clock on 2 cores shared with other work); NDT1's 150 steps reach smoothing's co-bps at
+    # 200 trials (0.188 vs 0.190), POYO's 100 from scratch stay near R² 0.1, and pretrained on the
+    # two other sessions POYO beats the Wiener filter from 25 trials on (0.82 vs 0.70).
     "quick": dict(synth=dict(n_sessions=3, n_trials=300, n_units=64), model_profile="quick",
                   trial_counts=(25, 50, 100, 200), seeds=3, models=("smoothing", "ridge", "gru", "ndt1", "poyo"),
                   steps={"gru": 80, "ndt1": 150, "poyo": 100}, default_steps=150,
@@ -189,15 +190,15 @@ def run_scaling(data: Sequence[str | Path] | None = None, profile: str = "tiny",
     counts = tuple(n for n in counts if n <= n_available)
     if not counts:
         raise DataError(f"scaling: the target session {target.id!r} has {n_available} train trials, fewer than the "
-                        f"smallest count asked for ({min(skipped)}); ask for smaller --trial counts")
+                        f"smallest count asked for ({min(skipped)}); ask for smaller trial_counts")
     if skipped:
         say(f"scaling: {target.id!r} has {n_available} train trials: counts {skipped} left out")
     subsets = {seed: train_subsets(target, counts, seed) for seed in seeds}
     test_rows = np.flatnonzero(np.asarray(target.trials.split) == "test")
 
     def steps_of(model: str) -> int | None:
-        if classes[model].CLASSIC and "max_steps" not in classes[model].recipe_config(model_profile):
-            return None  # closed form (ridge, smoothing): no steps
+        if "max_steps" not in classes[model].recipe_config(model_profile):
+            return None  # fitted in closed form (ridge, smoothing): no steps
         steps = settings["steps"].get(model, settings["default_steps"])
         return int(steps if steps is not None else classes[model].recipe_config(model_profile)["max_steps"])
 
