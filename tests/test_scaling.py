@@ -143,6 +143,18 @@ def test_counts_larger_than_the_recording_are_left_out_and_said(tiny, tmp_path):
         run_scaling(table["data"], "tiny", seeds=[0, 1], models="ridge", work=tmp_path / "w", log=None)
 
 
+def test_a_rerun_reuses_every_finished_cell_and_a_new_model_trains_only_its_own(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative work folder: the rerun finds the data by another path
+    first, again, more = [], [], []
+    run_scaling(profile="tiny", models="ridge", work="w", log=first.append)
+    table = run_scaling(profile="tiny", models="ridge", work="w", log=again.append)
+    trained = [line for line in first if line.startswith("  scaling: ")]
+    assert len(trained) == 3 * len(table["trial_counts"])
+    assert not [line for line in again if line.startswith("  scaling: ")]
+    run_scaling(profile="tiny", models="ridge,smoothing", work="w", log=more.append)
+    assert {line.split("__")[0].split()[-1] for line in more if line.startswith("  scaling: ")} == {"smoothing"}
+
+
 def test_the_cli_writes_json_and_png_and_prints_one_row_per_curve(tiny, tmp_path, capsys):
     table, work = tiny
     out = tmp_path / "S.json"
@@ -156,6 +168,10 @@ def test_the_cli_writes_json_and_png_and_prints_one_row_per_curve(tiny, tmp_path
     start = next(i for i, line in enumerate(lines) if line.startswith("model "))
     assert [line.split()[0] for line in lines[start + 1:start + 1 + len(labels)]] == labels
     assert lines[start + 1 + len(labels)].startswith("oracle")
+    elsewhere = tmp_path / "pictures" / "curve.png"
+    assert main(["benchmark", "--scaling", "--profile", "tiny", "--work", str(work), "--json", str(out),
+                 "--plot", str(elsewhere)]) == 0
+    assert elsewhere.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_the_cli_refuses_an_unknown_model_in_one_line(tmp_path, capsys):

@@ -181,7 +181,8 @@ def run_scaling(data: Sequence[str | Path] | None = None, profile: str = "tiny",
         if missing:
             raise DataError(f"scaling --data: file(s) not found: {missing}")
     else:
-        paths = sorted((work / "data").glob("*.nwb")) or [
+        # absolute: the cells' keys stamp the files by path, and a rerun finds them by this glob
+        paths = sorted(p.resolve() for p in (work / "data").glob("*.nwb")) or [
             p.resolve() for p in write_synthetic(work / "data", seed=seeds[0], **settings["synth"])]
     sessions = as_sessions([str(p) for p in paths])
     target, pool = sessions[-1], sessions[:-1]
@@ -208,8 +209,10 @@ def run_scaling(data: Sequence[str | Path] | None = None, profile: str = "tiny",
                       for name in pretrained}
     per_seed = bool(settings["pretrain"]["per_seed"])
     stamp = {"format": FORMAT, "files": [file_stamp(str(p)) for p in paths], "model_profile": model_profile,
-             "device": device, "steps": steps, "pretrain_steps": pretrain_steps, "pretrain_per_seed": per_seed}
-    cells = RecipeCells(work, stamp, model_profile, say, what="scaling")
+             "device": device, "pretrain_per_seed": per_seed}
+    cells = RecipeCells(work, stamp, model_profile, say, what="scaling",
+                        per_model={name: {"steps": steps[name], "pretrain_steps": pretrain_steps.get(name)}
+                                   for name in names})
     say(f"scaling: {', '.join(names)} (pretrained: {', '.join(pretrained) or 'none'}) on {target.id!r} with "
         f"{list(counts)} train trials x seeds {seeds}; test: its {len(test_rows)} test trials; profile {profile}")
 

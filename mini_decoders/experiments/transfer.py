@@ -114,18 +114,23 @@ class RecipeCells(Cells):
     """The cells of one experiment: one JSON row and one RUN folder each.
 
     A cell's key hashes the experiment's settings and the recipe of the one model it trains, so
-    changing one model's recipe retrains that model's cells and reuses every other. ``what`` names
-    the experiment in the progress lines (the scaling curve uses these cells too).
+    changing one model's recipe retrains that model's cells and reuses every other. ``per_model``
+    adds settings of one model alone (its steps) to its cells' keys, so changing them, or adding a
+    model, retrains no other model's cells. ``what`` names the experiment in the progress lines
+    (the scaling curve uses these cells too).
     """
 
-    def __init__(self, work: Path, stamp: dict, profile: str, log: Callable[[str], None], what: str = "transfer"):
+    def __init__(self, work: Path, stamp: dict, profile: str, log: Callable[[str], None], what: str = "transfer",
+                 per_model: dict[str, Any] | None = None):
         super().__init__(work)
         self.stamp, self.profile, self.log, self.what = stamp, profile, log, what
+        self.per_model = per_model or {}
         (self.work / "rows").mkdir(parents=True, exist_ok=True)
 
     def key(self, model: str) -> str:
         recipe = config_for(get_model(model).CONFIGS, self.profile)
-        return digest({**self.stamp, "model": model, "recipe": recipe})
+        own = {"settings": self.per_model[model]} if model in self.per_model else {}
+        return digest({**self.stamp, "model": model, "recipe": recipe, **own})
 
     def get(self, name: str, model: str, compute: Callable[[], dict]) -> dict:
         """The saved row ``name`` if it was made with ``model``'s key and succeeded, else ``compute()`` saved."""
