@@ -128,8 +128,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- benchmark
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    if args.token_lab and args.scaling:
+        raise MiniDecodersError("benchmark: give --token-lab or --scaling, not both")
     if args.token_lab:
         return cmd_token_lab(args)
+    if args.scaling:
+        return cmd_scaling(args)
     if args.json is None:
         raise MiniDecodersError("benchmark: --json OUT.json is required (the table is written there)")
     from mini_decoders.experiments.benchmark import run_benchmark
@@ -172,6 +176,27 @@ def cmd_token_lab(args: argparse.Namespace) -> int:
         write_json_atomic(Path(args.json), table)
         print(f"table written to {args.json}")
     return 0 if table["params_within_10pct"] else 1
+
+
+def cmd_scaling(args: argparse.Namespace) -> int:
+    from mini_decoders.experiments.report import format_scaling
+    from mini_decoders.experiments.scaling import SCALING_PROFILES, run_scaling, write_scaling
+    from mini_decoders.training.profiles import resolve_profile
+
+    profile = resolve_profile(args.profile)
+    if profile not in SCALING_PROFILES:
+        raise MiniDecodersError(f"benchmark --scaling: --profile must be one of {', '.join(SCALING_PROFILES)}, "
+                                f"got {profile!r}")
+    json_path = Path(args.json or "scaling.json")
+    work = args.work or str(json_path.with_name(json_path.stem + ".work"))
+    seeds = [args.seed + i for i in range(SCALING_PROFILES[profile]["seeds"])]
+    table = run_scaling(args.data, profile, seeds=seeds, models=args.models, work=work,
+                        device=args.device or "cpu", log=print)
+    table["command"] = shlex.join(["mini-decoders", *args.argv])
+    _, plot_path = write_scaling(table, json_path, args.plot)
+    print(format_scaling(table))
+    print(f"table written to {json_path}, plot to {plot_path}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------- course
@@ -296,14 +321,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", nargs="+", default=None,
                        help="NWB files (default: simulated sessions written to the work folder)")
     bench.add_argument("--profile", default=None, help="tiny | quick | full | auto (default: $MINI_DECODERS_PROFILE or auto)")
-    bench.add_argument("--json", default=None, help="the table (written atomically; required but with --token-lab)")
+    bench.add_argument("--json", default=None,
+                       help="the table (written atomically; required but with --token-lab and --scaling)")
     bench.add_argument("--token-lab", action="store_true",
                        help="the token lab instead: one backbone, five tokenizers (spikes, bins, patches, VQ codes, "
                             "convolution), matched parameter counts")
-    bench.add_argument("--plot", default=None, help="a PNG: scores vs compute, cost vs work")
+    bench.add_argument("--scaling", action="store_true",
+                       help="the data-scaling curve instead: test score against the number of training trials "
+                            "(baselines, transformers, pretrained transformers), several seeds, error bars; "
+                            "--json defaults to scaling.json")
+    bench.add_argument("--plot", default=None,
+                       help="a PNG: scores vs compute, cost vs work (with --scaling: the curves; default: the "
+                            "--json path with .png)")
     bench.add_argument("--work", default=None,
                        help="work folder with one row per model; a rerun skips finished rows (default: <json>.work)")
-    bench.add_argument("--seed", type=int, default=0, help="the seed of every model")
+    bench.add_argument("--seed", type=int, default=0,
+                       help="the seed of every model (with --scaling: the first of the seeds)")
     bench.add_argument("--recipe", default=None,
                        help="the recipe of every model that has one: default | paper | paper+CHANGE | default-CHANGE")
     bench.add_argument("--recipe-ladder", action="store_true",

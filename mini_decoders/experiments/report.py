@@ -5,7 +5,9 @@
   and :func:`table_provenance` (how and when a saved table was made, for a page that shows it);
 - the transfer experiment (:mod:`mini_decoders.experiments.transfer`): :func:`format_transfer` and
   :func:`plot_transfer` (accuracy against k and against N);
-- the token lab (:mod:`mini_decoders.experiments.token_lab`): :func:`format_token_lab`.
+- the token lab (:mod:`mini_decoders.experiments.token_lab`): :func:`format_token_lab`;
+- the data-scaling curve (:mod:`mini_decoders.experiments.scaling`): :func:`format_scaling` (its
+  picture is :func:`mini_decoders.experiments.scaling.plot_scaling`).
 
 matplotlib is imported by the functions that draw: the package must import (and the command
 line start) on a machine without a display or without matplotlib.
@@ -77,6 +79,54 @@ def format_token_lab(table: dict) -> str:
     lines.append(f"profile {table['profile']}, {table['steps']} steps of {table['batch_size']} trials, seed "
                  f"{table['seed']}; parameter spread (max/min - 1): {table['param_spread']:.1%} "
                  f"({'within' if table['params_within_10pct'] else 'NOT within'} 10%); {table['seconds']:.0f} s in all")
+    return "\n".join(lines)
+
+
+def format_scaling(table: dict) -> str:
+    """The scaling curves as aligned text: one row per curve (mean ± std over seeds at each count),
+    where each crosses its baseline, the oracle, and how the curves were made."""
+    counts = table["trial_counts"]
+    crossings = {(c["model"], c["pretrained"]): c for c in table.get("crossings", [])}
+    labels = [curve["model"] + ("+pretrained" if curve.get("pretrained") else "") for curve in table["curves"]]
+    width = max([8] + [len(label) for label in labels])
+    head = (f"{'model':<{width}}  {'metric':<6}  " + "  ".join(f"{f'n={n}':>13}" for n in counts)
+            + f"  {'vs':>9}  {'crosses at':>10}  {'margin':>7}")
+    lines = [head]
+    for label, curve in zip(labels, table["curves"]):
+        by_n = {p["n_trials"]: p for p in curve["points"]}
+        cells = []
+        for n in counts:
+            point = by_n.get(n) or {}
+            if point.get("mean") is None:
+                cells.append("-")
+            else:
+                cells.append(f"{point['mean']:.3f}" + ("" if point.get("std") is None else f"±{point['std']:.3f}"))
+        crossing = crossings.get((curve["model"], bool(curve.get("pretrained"))))
+        if crossing is None:
+            versus, at, margin = "baseline", "", ""
+        else:
+            versus = crossing["baseline"]
+            at = "never" if crossing["n_trials"] is None else str(crossing["n_trials"])
+            margin = "" if crossing["margin_at_largest"] is None else f"{crossing['margin_at_largest']:+.3f}"
+        lines.append(f"{label:<{width}}  {curve['metric']:<6}  " + "  ".join(f"{c:>13}" for c in cells)
+                     + f"  {versus:>9}  {at:>10}  {margin:>7}")
+    if table.get("oracle"):
+        lines.append("oracle (true rates): " + ", ".join(f"{k} {v:.3f}" for k, v in table["oracle"].items()
+                                                           if v is not None))
+    for error in table.get("errors", []):
+        lines.append(f"error in {error['cell']}: {error['error']}"[:300])
+    steps = ", ".join(f"{m} {s}" for m, s in table.get("steps", {}).items() if s is not None) or "none"
+    pretrain = table.get("pretrain") or {}
+    pre = (f"; pretrained on {', '.join(table['pretrain_sessions'])} for "
+           + ", ".join(f"{m} {s}" for m, s in pretrain.get("steps", {}).items()) + " steps"
+           + (" per seed" if pretrain.get("per_seed") else " (once, first seed)")
+           + f", then fine-tuned ({pretrain.get('finetune_mode')}) for the same steps as from scratch"
+           if table.get("pretrain_sessions") else "")
+    skipped = (f"; counts {table['skipped_trial_counts']} left out (only {table.get('train_trials_available')} "
+               "train trials)" if table.get("skipped_trial_counts") else "")
+    lines.append(f"profile {table['profile']}: scores on the {table.get('test_trials', '?')} test trials of "
+                 f"{table.get('target_session')!r}, mean ± std over seeds {table['seeds']}; steps: {steps}{pre}"
+                 f"{skipped}; {table.get('seconds', 0.0):.0f} s in all")
     return "\n".join(lines)
 
 

@@ -69,8 +69,20 @@ def few_train_trials(session, fraction: float, seed: int = 0):
         raise DataError(f"session {session.id!r} has {len(train)} train trials; adapting needs at least 2")
     n_keep = min(len(train), max(2, int(round(float(fraction) * len(train)))))
     rng = np.random.default_rng([int(seed), int(round(float(fraction) * 1e6))])
-    kept = np.sort(rng.choice(train, n_keep, replace=False))
-    return session.select_trials(np.sort(np.concatenate([kept, np.flatnonzero(split != "train")])))
+    return keep_train_trials(session, rng.choice(train, n_keep, replace=False))
+
+
+def keep_train_trials(session, kept: np.ndarray):
+    """``session`` whose train trials are only those in ``kept`` (trial-table rows); val and test kept as they are.
+
+    Raises:
+        DataError: a row in ``kept`` is not a train trial (a model must never fit val or test trials).
+    """
+    split = np.asarray(session.trials.split)
+    kept = np.asarray(kept, dtype=np.int64)
+    if len(kept) and (kept.min() < 0 or kept.max() >= len(split) or (split[kept] != "train").any()):
+        raise DataError(f"session {session.id!r}: the trials to keep must be train trials; got rows that are not")
+    return session.select_trials(np.sort(np.concatenate([np.unique(kept), np.flatnonzero(split != "train")])))
 
 
 def parse_counts(text: str | Sequence[int]) -> tuple[int, ...]:
@@ -98,21 +110,27 @@ def parse_fractions(text: str | Sequence[float]) -> tuple[float, ...]:
 # ================================================================================================
 # Cells
 
-class _Cells(Cells):
+class RecipeCells(Cells):
     """The cells of one experiment: one JSON row and one RUN folder each.
 
     A cell's key hashes the experiment's settings and the recipe of the one model it trains, so
-    changing one model's recipe retrains that model's cells and reuses every other.
+    changing one model's recipe retrains that model's cells and reuses every other. ``per_model``
+    adds settings of one model alone (its steps) to its cells' keys, so changing them, or adding a
+    model, retrains no other model's cells. ``what`` names the experiment in the progress lines
+    (the scaling curve uses these cells too).
     """
 
-    def __init__(self, work: Path, stamp: dict, profile: str, log: Callable[[str], None]):
+    def __init__(self, work: Path, stamp: dict, profile: str, log: Callable[[str], None], what: str = "transfer",
+                 per_model: dict[str, Any] | None = None):
         super().__init__(work)
-        self.stamp, self.profile, self.log = stamp, profile, log
+        self.stamp, self.profile, self.log, self.what = stamp, profile, log, what
+        self.per_model = per_model or {}
         (self.work / "rows").mkdir(parents=True, exist_ok=True)
 
     def key(self, model: str) -> str:
         recipe = config_for(get_model(model).CONFIGS, self.profile)
-        return digest({**self.stamp, "model": model, "recipe": recipe})
+        own = {"settings": self.per_model[model]} if model in self.per_model else {}
+        return digest({**self.stamp, "model": model, "recipe": recipe, **own})
 
     def get(self, name: str, model: str, compute: Callable[[], dict]) -> dict:
         """The saved row ``name`` if it was made with ``model``'s key and succeeded, else ``compute()`` saved."""
@@ -120,7 +138,7 @@ class _Cells(Cells):
         row = self.done(name, key)
         if row is not None:
             return row
-        self.log(f"  transfer: {name}")
+        self.log(f"  {self.what}: {name}")
         started = time.perf_counter()
 
         def failed(error: str, detail: str) -> dict:
@@ -131,9 +149,27 @@ class _Cells(Cells):
                                                 "wall_seconds": time.perf_counter() - started}, failed)
 
 
-def _score(metrics: dict, metric: str) -> float | None:
+def judged_score(metrics: dict, metric: str) -> float | None:
+    """A run's mean score on ``metric`` (``Run.evaluate``'s ``mean``), None when absent or not finite."""
     value = metrics.get("mean", {}).get(metric)
     return float(value) if value is not None and np.isfinite(value) else None
+
+
+def pretrain(model: str, pool, out: Path, *, profile: str, steps: int, seed: int, metric: str,
+             device: str | None = None, progress: bool = False) -> dict:
+    """Train ``model`` on the sessions of ``pool`` into ``out``: what to adapt from (a cell's row)."""
+    run = train(model, pool, profile=profile, out=out, device=device, max_steps=steps, seed=seed, progress=progress)
+    return {"model": model, "n_sessions": len(pool), "sessions": [s.id for s in pool],
+            "score_on_pool": judged_score(run.metrics, metric), **_trained(run), "run": str(run.path)}
+
+
+def adapt(pretrained_run: str | Path, sessions, out: Path, *, mode: str, profile: str, steps: int, seed: int,
+          metric: str, progress: bool = False) -> dict:
+    """Fine-tune the RUN folder ``pretrained_run`` to ``sessions`` (``Run.finetune``) and score it (a cell's row)."""
+    adapted = load_run(pretrained_run).finetune(sessions, mode=mode, out=out, profile=profile, max_steps=steps,
+                                                seed=seed, progress=progress)
+    return {"score": judged_score(adapted.metrics, metric), "all_scores": adapted.metrics.get("mean", {}),
+            "seconds": adapted.metrics.get("training", {}).get("train_seconds"), "steps": steps}
 
 
 def _trained(run) -> dict:
@@ -205,7 +241,7 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
     stamp = {"files": [file_stamp(p) for p in paths], "profile": profile, "seed": seed, "device": device,
              "pretrain_steps": pretrain_steps, "budget_seconds": budget_seconds, "finetune_steps": finetune_steps,
              "scratch_steps": scratch_steps}
-    cells = _Cells(work, stamp, profile, say)  # each cell's key adds its model's recipe
+    cells = RecipeCells(work, stamp, profile, say)  # each cell's key adds its model's recipe
     started = time.perf_counter()
     few = {fraction: few_train_trials(new, fraction, seed) for fraction in fractions}
     n_train = {fraction: int((np.asarray(s.trials.split) == "train").sum()) for fraction, s in few.items()}
@@ -229,7 +265,7 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
         """A cell that trains ``model`` on the new session's ``fraction`` of train trials alone."""
         def compute() -> dict:
             run = train(model, [few[fraction]], profile=profile, out=cells.fresh_run_dir(name), seed=seed, **options)
-            return {"score": _score(run.metrics, metric), "all_scores": run.metrics.get("mean", {}),
+            return {"score": judged_score(run.metrics, metric), "all_scores": run.metrics.get("mean", {}),
                     "seconds": run.metrics.get("training", {}).get("train_seconds")}
         return compute
 
@@ -258,10 +294,8 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
             name = f"{model}__pretrain__N{n}"
 
             def pretrain_cell(n=n, name=name, model=model) -> dict:
-                run = train(model, pool[:n], profile=profile, out=cells.fresh_run_dir(name), device=device,
-                            max_steps=steps, seed=seed, progress=progress)
-                return {"model": model, "n_sessions": n, "sessions": [s.id for s in pool[:n]],
-                        "score_on_pool": _score(run.metrics, metric), **_trained(run), "run": str(run.path)}
+                return pretrain(model, pool[:n], cells.fresh_run_dir(name), profile=profile, steps=steps, seed=seed,
+                                metric=metric, device=device, progress=progress)
 
             pre = cell(name, model, pretrain_cell)
             if pre is None:
@@ -272,11 +306,8 @@ def transfer_experiment(data: Sequence[str | Path], models: Sequence[str] | None
                 name = f"{model}__adapt__N{n}__k{fraction:g}"
 
                 def adapt_cell(fraction=fraction, name=name, pre=pre) -> dict:
-                    adapted = load_run(pre["run"]).finetune([few[fraction]], mode=MODE, out=cells.fresh_run_dir(name),
-                                                            profile=profile, max_steps=tune_steps, seed=seed,
-                                                            progress=progress)
-                    return {"score": _score(adapted.metrics, metric), "all_scores": adapted.metrics.get("mean", {}),
-                            "seconds": adapted.metrics.get("training", {}).get("train_seconds"), "steps": tune_steps}
+                    return adapt(pre["run"], [few[fraction]], cells.fresh_run_dir(name), mode=MODE, profile=profile,
+                                 steps=tune_steps, seed=seed, metric=metric, progress=progress)
 
                 row = cell(name, model, adapt_cell)
                 if row is not None:
