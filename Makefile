@@ -77,6 +77,8 @@ test: $(STAMP)
 
 book: $(STAMP)
 	$(DATA_ENV) $(LADDER_ENV) $(BENCHMARK_ENV) $(CACHE_ENV) $(KERNEL_LOCK) $(VENV)/bin/jupyter-book build . --keep-going
+	@# each chapter's measured run time beside the budget its introduction states
+	-$(PY) benchmarks/book_times.py
 	@echo "book: open _build/html/index.html"
 
 clean-book:

@@ -5,12 +5,20 @@ Each chapter's introduction says ``Run time: {glue:md}`run_time```; its last cel
 kernel (so Colab's install cell is not counted), names the machine and the profile, prints the
 line, and glues it for the book (MyST-NB), so the number on the page is the one measured while
 that page was executed, on the machine that built it.
+
+The introduction also states the chapter's budget: ``against a budget of N min (quick profile,
+2-core CPU)``. After a build, :func:`book_times` reads each executed chapter's measured time
+beside its stated budget (``benchmarks/book_times.py`` prints it; ``make book`` runs it), so a
+budget that no longer holds is seen, not assumed.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
+from pathlib import Path
 
 import mini_decoders
 
@@ -50,3 +58,68 @@ def state_run_time(profile: str, name: str = "run_time") -> str:
         return text
     glue(name, Markdown(text), display=False)
     return text
+
+
+BUDGET_PATTERN = re.compile(r"against a budget of (\d+(?:\.\d+)?) min \(quick profile, 2-core CPU\)")
+MEASURED_PATTERN = re.compile(r"This chapter ran in (\d+(?:\.\d+)?) (s|min) \(([a-z]+) profile")
+
+
+def stated_budget_minutes(notebook: dict) -> float | None:
+    """The quick-profile budget (minutes) the chapter's introduction states, or None if it states none."""
+    for cell in notebook.get("cells", []):
+        if cell.get("cell_type") == "markdown":
+            found = BUDGET_PATTERN.search("".join(cell.get("source", "")))
+            if found:
+                return float(found.group(1))
+    return None
+
+
+def measured_run_time(notebook: dict) -> tuple[float, str] | None:
+    """``(seconds, profile)`` that the executed chapter's last cell printed, or None if it printed none."""
+    for cell in reversed(notebook.get("cells", [])):
+        for output in cell.get("outputs", []):
+            found = MEASURED_PATTERN.search("".join(output.get("text", "")))
+            if found:
+                amount = float(found.group(1)) * (60.0 if found.group(2) == "min" else 1.0)
+                return amount, found.group(3)
+    return None
+
+
+def book_times(chapters: list[Path], executed: Path) -> list[dict]:
+    """Each chapter's stated budget beside the time its executed copy measured.
+
+    Args:
+        chapters: the chapters' source notebooks (their introductions state the budgets).
+        executed: the folder of executed copies (``_build/jupyter_execute`` after ``make book``),
+            searched for a notebook of the same name.
+
+    Returns:
+        one dict per chapter: ``chapter``, ``budget_minutes``, ``seconds`` and ``profile`` (None when
+        the executed copy or its line is missing), ``held`` (None when either number is missing).
+    """
+    rows = []
+    for chapter in chapters:
+        budget = stated_budget_minutes(json.loads(Path(chapter).read_text()))
+        copies = sorted(Path(executed).rglob(Path(chapter).name))
+        measured = measured_run_time(json.loads(copies[0].read_text())) if copies else None
+        seconds, profile = measured if measured else (None, None)
+        held = None if budget is None or seconds is None else seconds <= budget * 60.0
+        rows.append({"chapter": Path(chapter).stem, "budget_minutes": budget, "seconds": seconds,
+                     "profile": profile, "held": held})
+    return rows
+
+
+def cached_training_times(cache: Path) -> list[dict]:
+    """Every run in a run cache (:mod:`mini_decoders.run_cache`): ``model``, ``recipe``, ``profile``,
+    ``sessions`` (ids) and ``train_seconds`` (of the run that was trained), slowest first."""
+    runs = []
+    for entry in sorted(Path(cache).glob("*/metrics.json")):
+        try:
+            config = json.loads((entry.parent / "config.json").read_text())
+            seconds = json.loads(entry.read_text())["training"]["train_seconds"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a finished run
+        runs.append({"model": config.get("model"), "recipe": config.get("recipe", "default"),
+                     "profile": config.get("profile"), "sessions": [s.get("id") for s in config.get("sessions", [])],
+                     "train_seconds": float(seconds)})
+    return sorted(runs, key=lambda run: -run["train_seconds"])
