@@ -48,8 +48,9 @@ LAB_PROFILES = {
                  steps=15, batch_size=8, lr=2e-3,
                  cost=dict(neurons=(8, 16, 32), rates=(0.25, 0.5, 1.0), windows=(0.6, 1.2, 2.4), batch_size=2,
                            steps=1)),
-    # About 4 minutes on one CPU thread, most of it spike tokens (~600 per trial, the longest sequences)
-    # and patches (~450): every tokenizer gets the same 800 steps, and the s/step column shows the price.
+    # Measured with one torch thread: 4.5 CPU-minutes in all (7 minutes of wall time on a 2-core machine
+    # shared with other jobs), 60% of it spike tokens (~600 per trial, the longest sequences) and 25%
+    # patches (~450): every tokenizer gets the same 800 steps, and the s/step column shows the price.
     # One layer and no dropout: at this budget a second layer learned less per second, and attention
     # dropout (on CPU) leaves the fused attention kernel for one ~3x slower on long sequences.
     "quick": dict(synth=dict(n_sessions=2, n_trials=120, n_units=48),
