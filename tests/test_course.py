@@ -608,6 +608,39 @@ def test_typical_mistakes_in_chapters_7_to_9_get_a_message_that_points_at_them()
 
 
 
+
+def test_typical_mistakes_in_chapter_10_get_a_message_that_points_at_them():
+    from mini_decoders.course import check_lab_tokens_per_second, check_match_width
+
+    rates = _solution_of("lab_tokens_per_second")
+
+    def per_window(n_neurons, rate_hz, window_s, *rest):
+        return {kind: value * window_s for kind, value in rates(n_neurons, rate_hz, window_s, *rest).items()}
+    with pytest.raises(CheckFailed, match=r"tokens per \*window\*"):
+        check_lab_tokens_per_second(per_window)
+
+    def no_start_end(n_neurons, rate_hz, window_s, *rest):
+        return {**rates(n_neurons, rate_hz, window_s, *rest), "spikes": n_neurons * rate_hz}
+    with pytest.raises(CheckFailed, match="start and an end token"):
+        check_lab_tokens_per_second(no_start_end)
+
+    match = _solution_of("match_width")
+    with pytest.raises(CheckFailed, match=r"\*absolute\* difference"):
+        check_match_width(lambda count, target, widths: min(widths, key=lambda w: count(w) - target))
+
+    def stops_early(count, target, widths):
+        best = widths[0]
+        for width in widths[1:]:
+            if abs(count(width) - target) >= abs(count(best) - target):
+                break
+            best = width
+        return best
+    with pytest.raises(CheckFailed, match="not monotonic"):
+        check_match_width(stops_early)
+    with pytest.raises(CheckFailed, match="the width itself"):
+        check_match_width(lambda count, target, widths: count(match(count, target, widths)))
+
+
 # ==============================================================================================
 # Issue 20 (coursework): student editions without solution code, outcome-graded parts with
 # partial credit, a grader that survives timeouts and failing cells.

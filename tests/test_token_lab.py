@@ -94,7 +94,78 @@ def test_the_cli_prints_one_row_per_tokenizer(tmp_path, capsys):
     assert main(["benchmark", "--token-lab", "--profile", "tiny", "--work", str(tmp_path / "lab"),
                  "--json", str(tmp_path / "lab.json")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    rows = [line for line in lines if line.split() and line.split()[0] in TOKEN_KINDS and "co-bps" not in line]
-    assert [row.split()[0] for row in rows] == list(TOKEN_KINDS)
-    assert any(line.split()[0] == "oracle" for line in lines if line.split())
+    table = next(i for i, line in enumerate(lines) if line.split()[:2] == ["token", "width"])
+    assert [line.split()[0] for line in lines[table + 1:table + 7]] == [*TOKEN_KINDS, "oracle"]
     assert "within 10%" in lines[-2]
+    header = next(i for i, line in enumerate(lines) if line.startswith("cost per training step"))
+    exponents = [line.split() for line in lines[header + 4:header + 4 + len(TOKEN_KINDS)]]
+    assert [row[0] for row in exponents] == list(TOKEN_KINDS) and all(len(row) == 10 for row in exponents)
+
+
+# ------------------------------------------------------------------ how cost scales (issue 24, item 1)
+@pytest.fixture(scope="module")
+def scaling():
+    from mini_decoders.experiments.token_lab import cost_scaling
+
+    return cost_scaling("tiny", seed=0, log=None)
+
+
+def test_the_cost_sweep_measures_every_tokenizer_on_three_points_of_each_sweep(scaling):
+    from mini_decoders.experiments.token_lab import LAB_PROFILES, SWEEPS
+
+    settings = LAB_PROFILES["tiny"]["cost"]
+    assert list(scaling) == list(TOKEN_KINDS)
+    for kind, entry in scaling.items():
+        assert list(entry) == list(SWEEPS)
+        for sweep in SWEEPS:
+            points = entry[sweep]
+            assert len(points["x"]) == 3 and all(len(points[key]) == 3 for key in (
+                "tokens", "tokens_per_second", "seconds_per_step", "peak_memory_mb", "saved_mb")), (kind, sweep)
+            assert all(t > 0 for t in points["seconds_per_step"]) and all(m > 0 for m in points["saved_mb"])
+            assert all(e is not None for e in (points["exponent_tokens"], points["exponent_seconds"],
+                                               points["exponent_saved"])), (kind, sweep)
+    # the x of each sweep: held-in neurons (a quarter of the units held out), rates that grow, the windows
+    assert scaling["bins"]["neurons"]["x"] == [n - n // 4 for n in settings["neurons"]]
+    assert scaling["bins"]["window"]["x"] == list(settings["windows"])
+    rates = scaling["bins"]["rate"]["x"]
+    assert rates[0] < rates[1] < rates[2]
+
+
+def test_token_counts_match_the_formula_of_each_tokenizer(scaling):
+    """Tokens per step are exact: :func:`tokens_per_window` times the windows in the batch. (Spikes: on the
+    rate sweep, whose x is the measured held-in rate of those very windows; elsewhere the rate varies.)"""
+    from mini_decoders.experiments.token_lab import LAB_PROFILES
+    from mini_decoders.models.token_lab import tokens_per_window
+
+    settings = LAB_PROFILES["tiny"]["cost"]
+    windows, middle = settings["batch_size"], settings["windows"][1]
+    checked = 0
+    for kind, entry in scaling.items():
+        for sweep, points in entry.items():
+            if kind == "spikes" and sweep != "rate":
+                continue
+            for x, tokens in zip(points["x"], points["tokens"]):
+                neurons = x if sweep == "neurons" else entry["neurons"]["x"][1]
+                rate = x if sweep == "rate" else 10.0  # only spike tokens depend on the rate
+                length = x if sweep == "window" else middle
+                assert tokens == pytest.approx(windows * tokens_per_window(kind, int(neurons), rate, length),
+                                               rel=1e-9), (kind, sweep, x)
+                checked += 1
+    assert checked == 3 * (3 * len(TOKEN_KINDS) - 2)
+
+
+def test_token_exponents_follow_what_each_token_is_made_of(scaling):
+    """Spike tokens grow with neurons and firing, patches with neurons, bins, codes and conv with neither;
+    every token grows with the window. Token counts are deterministic; timings are not asserted."""
+    exponent = {kind: {sweep: entry[sweep]["exponent_tokens"] for sweep in entry} for kind, entry in scaling.items()}
+    # spikes: N r T + 2N per window; the start/end tokens make the rate exponent a little below 1
+    assert exponent["spikes"]["neurons"] > 0.7 and exponent["spikes"]["rate"] > 0.6, exponent["spikes"]
+    assert exponent["spikes"]["window"] > 0.6, exponent["spikes"]
+    # patches: T/Δ ceil(N/P), so neurons count (the ceiling rounds small populations up)
+    assert exponent["patches"]["neurons"] > 0.7, exponent["patches"]
+    for kind in ("bins", "codes", "conv"):
+        assert exponent[kind]["neurons"] == pytest.approx(0.0, abs=1e-9), (kind, exponent[kind])
+    for kind in ("bins", "patches", "codes", "conv"):
+        assert exponent[kind]["rate"] == pytest.approx(0.0, abs=1e-9), (kind, exponent[kind])
+        assert exponent[kind]["window"] == pytest.approx(1.0, abs=0.05), (kind, exponent[kind])
+

@@ -52,9 +52,10 @@ An exercise is three consecutive code cells, after a markdown cell that states t
 Adding an exercise (e.g. for the MtM or VQ chapter)
 ---------------------------------------------------
 1. Write the check in the chapter's module (:mod:`mini_decoders.course.checks_chapters_1_3`,
-   ``_4_6``, ``_7_9``), decorated with ``@exercise(function="my_fn", source="06_mtm_...", reference=
-   "mini_decoders.masking.<the function>")``. Build inputs from :func:`fresh_seed`, call the
-   student with :func:`call_student`, compare with :func:`compare`, end with :func:`passed`.
+   ``_4_6``, ``_7_9``, ``checks_chapter_10``), decorated with ``@exercise(function="my_fn",
+   source="06_mtm_...", reference="mini_decoders.masking.<the function>")``. Build inputs from
+   :func:`fresh_seed`, call the student with :func:`call_student`, compare with :func:`compare`,
+   end with :func:`passed`.
 2. Add the four cells above to the chapter (``make_nb.py`` keeps tags given as
    ``# %% tags=["exercise"]``).
 3. ``mini-decoders course verify`` must pass; ``tests/test_course.py`` then runs the new
@@ -72,6 +73,7 @@ from mini_decoders.course.checks_chapters_4_6 import (  # noqa: E402
 from mini_decoders.course.checks_chapters_7_9 import (  # noqa: E402
     check_ema_update, check_judge, check_scaling_exponent, check_spikes_from_counts, check_stratified_splits,
     check_vq_quantise)
+from mini_decoders.course.checks_chapter_10 import check_lab_tokens_per_second, check_match_width  # noqa: E402
 from mini_decoders.course.assignment_1_checks import (  # noqa: E402  (registers the assignments' items)
     check_bin_tokens, check_choose_bin_size, check_patch_grid, check_spike_tokens, check_tokens_per_second)
 from mini_decoders.course.assignment_2_checks import (  # noqa: E402

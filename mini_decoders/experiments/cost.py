@@ -4,6 +4,8 @@
   process's peak resident set on a CPU).
 - :func:`inference_cost`: forward-pass time per window against window length, spikes per window
   and neurons; :func:`scaling_exponent` reads the slope of such a sweep (cost grows like ``x**k``).
+- :func:`window_view` and :func:`heldin_spikes_per_window`: the windows a sweep times, and the
+  spikes in them (the token lab's training-cost sweep cuts its windows with them too).
 """
 
 from __future__ import annotations
@@ -83,8 +85,8 @@ class PeakMemory:
 # ================================================================================================
 # Cost of inference against the amount of work
 
-def _view(session: Session, spike_times: np.ndarray, spike_units: np.ndarray, starts: np.ndarray,
-          length: float) -> Session:
+def window_view(session: Session, spike_times: np.ndarray, spike_units: np.ndarray, starts: np.ndarray,
+                length: float) -> Session:
     """``session`` with other spikes and a trial table of windows ``[start, start + length)`` (all "test")."""
     trials = Trials(starts, starts + length, np.full(len(starts), "test"))
     return Session(session.id, spike_times, spike_units, session.units, dict(session.behavior), trials,
@@ -110,8 +112,8 @@ def _time_predict(model, view: Session, repeats: int) -> float:
     return best
 
 
-def _heldin_spikes_per_window(session: Session, spike_times: np.ndarray, spike_units: np.ndarray, starts: np.ndarray,
-                              length: float) -> float:
+def heldin_spikes_per_window(session: Session, spike_times: np.ndarray, spike_units: np.ndarray, starts: np.ndarray,
+                             length: float) -> float:
     """Mean number of held-in spikes (what a model reads) in the windows."""
     times = spike_times[~session.units.heldout[spike_units]]
     return float(np.mean(np.searchsorted(times, starts + length) - np.searchsorted(times, starts)))
@@ -159,10 +161,10 @@ def inference_cost(model, session: Session, *, lengths: Sequence[float], fractio
                               "units": {"x": [], "spikes": [], "seconds": []}, "errors": errors}
     for length in lengths:
         starts = starts_for(length)
-        view = _view(session, session.spike_times, session.spike_units, starts, float(length))
+        view = window_view(session, session.spike_times, session.spike_units, starts, float(length))
         result["length"]["x"].append(float(length))
-        result["length"]["spikes"].append(_heldin_spikes_per_window(session, session.spike_times,
-                                                                    session.spike_units, starts, float(length)))
+        result["length"]["spikes"].append(heldin_spikes_per_window(session, session.spike_times,
+                                                                   session.spike_units, starts, float(length)))
         result["length"]["seconds"].append(point(model, view, n_windows))
 
     fixed_length = max([x for x in lengths if x <= 1.0] or [min(lengths, default=1.0)])
@@ -171,17 +173,17 @@ def inference_cost(model, session: Session, *, lengths: Sequence[float], fractio
     for fraction in fractions:
         keep = rng.random(session.n_spikes) < fraction
         times, spike_units = session.spike_times[keep], session.spike_units[keep]
-        view = _view(session, times, spike_units, starts, fixed_length)
+        view = window_view(session, times, spike_units, starts, fixed_length)
         result["spikes"]["fraction"].append(float(fraction))
-        result["spikes"]["x"].append(_heldin_spikes_per_window(session, times, spike_units, starts, fixed_length))
+        result["spikes"]["x"].append(heldin_spikes_per_window(session, times, spike_units, starts, fixed_length))
         result["spikes"]["seconds"].append(point(model, view, n_windows))
     result["spikes"]["length_s"] = fixed_length
 
     device = next((p.device for p in model.parameters()), None)
     for n_units in units:
         simulated = simulate(n_sessions=1, n_trials=max(n_windows, 10), n_units=int(n_units), seed=seed).sessions[0]
-        view = _view(simulated, simulated.spike_times, simulated.spike_units, simulated.trials.start[:n_windows],
-                     fixed_length)
+        view = window_view(simulated, simulated.spike_times, simulated.spike_units, simulated.trials.start[:n_windows],
+                           fixed_length)
         try:
             fresh = type(model).build([simulated], dict(build_config if build_config is not None else model.config))
             fresh = fresh.to(device) if device is not None else fresh
@@ -189,9 +191,9 @@ def inference_cost(model, session: Session, *, lengths: Sequence[float], fractio
             errors.append(f"{type(error).__name__}: {error}".splitlines()[0][:300])
             fresh = None
         result["units"]["x"].append(int(n_units))
-        result["units"]["spikes"].append(_heldin_spikes_per_window(simulated, simulated.spike_times,
-                                                                   simulated.spike_units, view.trials.start,
-                                                                   fixed_length))
+        result["units"]["spikes"].append(heldin_spikes_per_window(simulated, simulated.spike_times,
+                                                                  simulated.spike_units, view.trials.start,
+                                                                  fixed_length))
         seconds = None if fresh is None else point(fresh, view, len(view.trials))
         if fresh is not None and seconds is None:
             # Some models learn what they need to predict at all (context rows, closed-form

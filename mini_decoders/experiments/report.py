@@ -5,7 +5,8 @@
   and :func:`table_provenance` (how and when a saved table was made, for a page that shows it);
 - the transfer experiment (:mod:`mini_decoders.experiments.transfer`): :func:`format_transfer` and
   :func:`plot_transfer` (accuracy against k and against N);
-- the token lab (:mod:`mini_decoders.experiments.token_lab`): :func:`format_token_lab`;
+- the token lab (:mod:`mini_decoders.experiments.token_lab`): :func:`format_token_lab`, with its cost
+  exponents (:func:`format_cost_scaling`);
 - the data-scaling curve (:mod:`mini_decoders.experiments.scaling`): :func:`format_scaling` (its
   picture is :func:`mini_decoders.experiments.scaling.plot_scaling`).
 
@@ -76,6 +77,8 @@ def format_token_lab(table: dict) -> str:
     for row in table["rows"] + ([oracle] if table.get("oracle") else []):
         cells = [("-" if row.get(name) is None else format(row[name], spec)) for name, _, spec in columns]
         lines.append("  ".join(f"{text[:width]:>{width}}" for text, (_, width, _) in zip(cells, columns)))
+    if table.get("scaling"):
+        lines += format_cost_scaling(table["scaling"]).splitlines()
     lines.append(f"profile {table['profile']}, {table['steps']} steps of {table['batch_size']} trials, seed "
                  f"{table['seed']}; parameter spread (max/min - 1): {table['param_spread']:.1%} "
                  f"({'within' if table['params_within_10pct'] else 'NOT within'} 10%); {table['seconds']:.0f} s in all")
@@ -128,6 +131,32 @@ def format_scaling(table: dict) -> str:
                  f"{table.get('target_session')!r}, mean ± std over seeds {table['seeds']}; steps: {steps}{pre}"
                  f"{skipped}; {table.get('seconds', 0.0):.0f} s in all")
     return "\n".join(lines)
+
+
+def format_cost_scaling(scaling: dict) -> str:
+    """The token lab's cost exponents (:func:`~mini_decoders.experiments.token_lab.cost_scaling`) as aligned text.
+
+    One row per tokenizer; for each sweep (neurons, firing rate, window length) the exponent ``k`` of
+    tokens, seconds and saved activations per training step (each grows like ``x**k``).
+    """
+    sweeps = ("neurons", "rate", "window")
+    measures = (("tokens", "exponent_tokens"), ("seconds", "exponent_seconds"), ("activations", "exponent_saved"))
+    first = next(iter(scaling.values()))
+    ranges = ", ".join(f"{sweep} {_span(first[sweep]['x'])}" for sweep in sweeps)
+    width = 7 * len(sweeps) + len(sweeps) - 1
+    lines = [f"cost per training step ~ x^k, k fitted on log-log axes: x = held-in neurons, firing rate (Hz) or "
+             f"window (s)", f"({ranges}); activations: what autograd keeps for the backward pass",
+             f"{'':>8}  " + "  ".join(f"{name:^{width}}" for name, _ in measures),
+             f"{'token':>8}  " + "  ".join(" ".join(f"{sweep:>7}" for sweep in sweeps) for _ in measures)]
+    for kind, entry in scaling.items():
+        groups = [" ".join("-" if entry[sweep].get(key) is None else f"{round(entry[sweep][key], 2) + 0.0:>7.2f}"
+                           for sweep in sweeps) for _, key in measures]
+        lines.append(f"{kind:>8}  " + "  ".join(groups))
+    return "\n".join(lines)
+
+
+def _span(values: list) -> str:
+    return f"{min(values):.3g}-{max(values):.3g}"
 
 
 def table_provenance(table: dict, command: str = "mini-decoders benchmark") -> str:

@@ -50,6 +50,8 @@ from mini_decoders.tokenizers.vq import VQTokenizer
 
 TOKEN_KINDS = ("spikes", "bins", "patches", "codes", "conv")
 NEURONS_PER_PATCH = 4  # patch widths must be multiples of it
+BINS_PER_CODE = 2  # one VQ code per 2 bins (40 ms)
+CONV_STRIDE = 2  # one conv token per 2 bins, each seeing 4
 
 
 @dataclass
@@ -192,11 +194,37 @@ def build_tokenizer(kind: str, width: int, units: LabUnits, dim: int) -> tuple[T
         return PatchTokenizer(width, NEURONS_PER_PATCH, max_time_bins=units.max_bins, max_patches=n_patches), width
     if kind == "codes":
         # No own decoder (decoder_layers=0) and a codebook learned by gradient (ema_decay=None).
-        return VQTokenizer(units.heldin_per_session, units.heldout_per_session, window=2, dim=width, code_dim=width,
-                           num_codes=64, decoder_layers=0, heads=1, max_bins=units.max_bins, ema_decay=None), width
+        return VQTokenizer(units.heldin_per_session, units.heldout_per_session, window=BINS_PER_CODE, dim=width,
+                           code_dim=width, num_codes=64, decoder_layers=0, heads=1, max_bins=units.max_bins,
+                           ema_decay=None), width
     if kind == "conv":
-        return ConvTokenizer(units.heldin_per_session, dim, hidden=width, stride=2, kernel_bins=4), dim
+        return ConvTokenizer(units.heldin_per_session, dim, hidden=width, stride=CONV_STRIDE,
+                             kernel_bins=2 * CONV_STRIDE), dim
     raise ValueError(f"unknown token kind {kind!r}; expected one of {', '.join(TOKEN_KINDS)}")
+
+
+def tokens_per_window(kind: str, n_neurons: int, rate_hz: float, window_s: float, bin_size: float = 0.02, *,
+                      neurons_per_patch: int = NEURONS_PER_PATCH, bins_per_code: int = BINS_PER_CODE,
+                      conv_stride: int = CONV_STRIDE) -> float:
+    """How many tokens the ``kind`` tokenizer makes of one window (the expected count for spikes).
+
+    With ``N`` held-in neurons firing ``r`` Hz on average, a window of ``T`` s and bins of ``Δ`` s
+    (``n = T / Δ`` bins, a whole number):
+
+    - spikes: ``N r T`` spikes plus a start and an end token per neuron, ``N r T + 2 N``;
+    - bins: ``n``; patches: ``n ⌈N / P⌉`` (``P`` neurons per patch);
+    - codes: ``⌈n / W⌉`` (``W`` bins per code); conv: ``⌈n / s⌉`` (stride ``s``).
+
+    The defaults are the lab's tokenizers (:func:`build_tokenizer`). Divide by ``window_s`` for
+    tokens per second of data.
+    """
+    n_bins = round(window_s / bin_size)
+    counts = {"spikes": n_neurons * rate_hz * window_s + 2 * n_neurons, "bins": n_bins,
+              "patches": n_bins * -(-n_neurons // neurons_per_patch), "codes": -(-n_bins // bins_per_code),
+              "conv": -(-n_bins // conv_stride)}
+    if kind not in counts:
+        raise ValueError(f"unknown token kind {kind!r}; expected one of {', '.join(TOKEN_KINDS)}")
+    return float(counts[kind])
 
 
 def own_count(kind: str, width: int, units: LabUnits, dim: int) -> int:
