@@ -61,7 +61,7 @@ def state_run_time(profile: str, name: str = "run_time") -> str:
 
 
 BUDGET_PATTERN = re.compile(r"against a budget of (\d+(?:\.\d+)?) min \(quick profile, 2-core CPU\)")
-MEASURED_PATTERN = re.compile(r"This chapter ran in (\d+(?:\.\d+)?) (s|min) \(([a-z]+) profile")
+MEASURED_PATTERN = re.compile(r"(\d+(?:\.\d+)?) (s|min) \(([a-z]+) profile")
 
 
 def stated_budget_minutes(notebook: dict) -> float | None:
@@ -74,14 +74,30 @@ def stated_budget_minutes(notebook: dict) -> float | None:
     return None
 
 
-def measured_run_time(notebook: dict) -> tuple[float, str] | None:
-    """``(seconds, profile)`` that the executed chapter's last cell printed, or None if it printed none."""
+def _parse_run_time(text: str) -> tuple[float, str] | None:
+    found = MEASURED_PATTERN.search(text)
+    if not found:
+        return None
+    return float(found.group(1)) * (60.0 if found.group(2) == "min" else 1.0), found.group(3)
+
+
+def measured_run_time(notebook: dict, glued: dict | None = None) -> tuple[float, str] | None:
+    """``(seconds, profile)`` the executed chapter measured, or None if it measured nothing.
+
+    Read from the glued ``run_time`` (``glued``: the ``<chapter>.glue.json`` MyST-NB writes beside the
+    executed copy; a chapter taken from the execution cache keeps its glue but not its printed
+    outputs), else from the line the last cell printed ("This chapter ran in ...").
+    """
+    if glued and "run_time" in glued:
+        data = glued["run_time"].get("data", {})
+        parsed = _parse_run_time("".join(data.get("text/markdown", "")))
+        if parsed:
+            return parsed
     for cell in reversed(notebook.get("cells", [])):
         for output in cell.get("outputs", []):
-            found = MEASURED_PATTERN.search("".join(output.get("text", "")))
-            if found:
-                amount = float(found.group(1)) * (60.0 if found.group(2) == "min" else 1.0)
-                return amount, found.group(3)
+            text = "".join(output.get("text", ""))
+            if "This chapter ran in" in text and _parse_run_time(text):
+                return _parse_run_time(text)
     return None
 
 
@@ -101,7 +117,11 @@ def book_times(chapters: list[Path], executed: Path) -> list[dict]:
     for chapter in chapters:
         budget = stated_budget_minutes(json.loads(Path(chapter).read_text()))
         copies = sorted(Path(executed).rglob(Path(chapter).name))
-        measured = measured_run_time(json.loads(copies[0].read_text())) if copies else None
+        measured = None
+        if copies:
+            glue_path = copies[0].with_suffix(".glue.json")
+            glued = json.loads(glue_path.read_text()) if glue_path.is_file() else None
+            measured = measured_run_time(json.loads(copies[0].read_text()), glued)
         seconds, profile = measured if measured else (None, None)
         held = None if budget is None or seconds is None else seconds <= budget * 60.0
         rows.append({"chapter": Path(chapter).stem, "budget_minutes": budget, "seconds": seconds,

@@ -73,6 +73,14 @@ def test_book_times_reads_the_measured_time_beside_the_stated_budget(tmp_path):
         ("01_a", 2.0, 90.0, True), ("02_b", 3.0, 192.0, False), ("03_c", 1.0, None, None)]
     assert run_time.measured_run_time({"cells": [{"outputs": [{"text": "This chapter ran in 42 s (tiny profile, x)."}]}]}) \
         == (42.0, "tiny")
+    # A chapter taken from the execution cache has no printed outputs, only its glue file
+    (executed / "03_c.glue.json").write_text(json.dumps({"run_time": {"data": {
+        "text/markdown": "2.5 min (quick profile, a 2-core CPU (2 torch threads))"}}}))
+    executed_copy(executed, "03_c.ipynb", "")
+    third = run_time.book_times([chapters / "03_c.ipynb"], tmp_path / "_build" / "jupyter_execute")[0]
+    assert (third["seconds"], third["profile"], third["held"]) == (150.0, "quick", False)
+    (executed / "03_c.glue.json").unlink()
+    (executed / "03_c.ipynb").unlink()
 
     import subprocess
     import sys
