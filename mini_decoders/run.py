@@ -13,6 +13,7 @@ A RUN folder holds ``config.json``, ``checkpoint.pt`` and ``metrics.json``
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -383,38 +384,41 @@ def train(model: str, sessions: SessionsLike, profile: str | None = None, out: s
 
         cache_at = run_cache.cache_folder(cache)
         key = None
-        if cache_at is not None and not resume:
-            key = run_cache.cache_key(config, sessions, _device_type(model_config))
-            entry = run_cache.lookup(cache_at, key)
-            if entry is not None:
-                run_cache.copy_cached(entry, out)
-                run = load_run(out)
-                run.cache_hit = True
-                if progress:
-                    print(f"{model_class.name}: the same run is in the run cache ({entry}); copied to {out}",
-                          file=sys.stderr, flush=True)
-                return run
+        with contextlib.ExitStack() as claim:
+            if cache_at is not None and not resume:
+                key = run_cache.cache_key(config, sessions, _device_type(model_config))
+                # another process training the same run now (chapters execute side by side): wait for it
+                claim.enter_context(run_cache.claimed(cache_at, key, progress=progress))
+                entry = run_cache.lookup(cache_at, key)
+                if entry is not None:
+                    run_cache.copy_cached(entry, out)
+                    run = load_run(out)
+                    run.cache_hit = True
+                    if progress:
+                        print(f"{model_class.name}: the same run is in the run cache ({entry}); copied to {out}",
+                              file=sys.stderr, flush=True)
+                    return run
 
-        torch.manual_seed(int(model_config["seed"]))
-        np.random.seed(int(model_config["seed"]) % 2**32)
-        net = model_class.build(sessions, model_config)
-        write_json_atomic(config_path, config)
+            torch.manual_seed(int(model_config["seed"]))
+            np.random.seed(int(model_config["seed"]) % 2**32)
+            net = model_class.build(sessions, model_config)
+            write_json_atomic(config_path, config)
 
-        started = time.perf_counter()
-        history = net.fit(sessions, model_config, out_dir=out, resume=resume and checkpointed, progress=progress)
-        train_seconds = time.perf_counter() - started
-        save_run_checkpoint(out, net)
+            started = time.perf_counter()
+            history = net.fit(sessions, model_config, out_dir=out, resume=resume and checkpointed, progress=progress)
+            train_seconds = time.perf_counter() - started
+            save_run_checkpoint(out, net)
 
-        training = {"train_seconds": train_seconds,
-                    "samples_per_second": history.get("samples", 0) / max(train_seconds, 1e-9),
-                    "history": history_summary(history)}
-        run = Run(out, net.cpu(), config, {"training": training})
-        scores = run.evaluate(sessions, split="test")
-        run.metrics = {**scores, "training": training}
-        write_json_atomic(out / METRICS_NAME, run.metrics)
-        if key is not None:
-            run_cache.store(out, cache_at, key, {"model": model_class.name, "recipe": config["recipe"],
-                                                "trained_in": str(out), "sessions": [s.id for s in sessions]})
+            training = {"train_seconds": train_seconds,
+                        "samples_per_second": history.get("samples", 0) / max(train_seconds, 1e-9),
+                        "history": history_summary(history)}
+            run = Run(out, net.cpu(), config, {"training": training})
+            scores = run.evaluate(sessions, split="test")
+            run.metrics = {**scores, "training": training}
+            write_json_atomic(out / METRICS_NAME, run.metrics)
+            if key is not None:
+                run_cache.store(out, cache_at, key, {"model": model_class.name, "recipe": config["recipe"],
+                                                    "trained_in": str(out), "sessions": [s.id for s in sessions]})
     return run
 
 

@@ -19,6 +19,10 @@ The key is a SHA-256 of everything that decides the trained weights:
 Training on a CPU with one seed is deterministic, so a hit is the run the caller would have
 trained (its ``metrics.json`` keeps the training time of the run that was trained). A run trained
 on another device type is another key.
+
+Processes that share a cache (``make book`` executes chapters side by side) never train one run
+twice: before training, :func:`claimed` takes a lock on the key, and a second process asking for
+the same run waits there until the first has stored it, then copies it.
 """
 
 from __future__ import annotations
@@ -27,8 +31,11 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -41,7 +48,8 @@ from mini_decoders.training.checkpoint import CHECKPOINT_NAME
 CACHE_ENV = "MINI_DECODERS_RUN_CACHE"
 KEY_NAME = "run_cache_key.json"  # written into every cached and every copied RUN folder
 
-__all__ = ["CACHE_ENV", "cache_folder", "cache_key", "copy_cached", "lookup", "session_fingerprint", "store"]
+__all__ = ["CACHE_ENV", "cache_folder", "cache_key", "claimed", "copy_cached", "lookup", "session_fingerprint",
+           "store"]
 
 
 def cache_folder(cache: str | os.PathLike | bool | None = None) -> Path | None:
@@ -112,6 +120,37 @@ def lookup(folder: Path, key: str) -> Path | None:
     if all((entry / name).is_file() for name in (CONFIG_NAME, CHECKPOINT_NAME, METRICS_NAME, KEY_NAME)):
         return entry
     return None
+
+
+@contextmanager
+def claimed(folder: Path, key: str, progress: bool = False) -> Iterator[None]:
+    """Hold the right to train the run ``key`` while the block runs; wait while another process holds it.
+
+    The holder looks the key up, trains on a miss and stores the run before it lets go, so a second
+    process asking for the same run waits here and then finds it with :func:`lookup`, instead of
+    training it a second time beside the first. The lock is ``flock`` on ``folder/.<key>.training``,
+    which the operating system drops when its holder exits for any reason (a killed build never
+    blocks the next one); the small file is left in place, since removing a lock file others may
+    be waiting on would let two holders in. Where ``flock`` does not exist (Windows) nothing waits.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: at worst two processes train the same run, and one store wins
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / f".{key}.training", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if progress:
+                print(f"run cache: another process is training this run ({key[:12]}); waiting for it",
+                      file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 def copy_cached(entry: Path, out: Path) -> None:

@@ -110,3 +110,38 @@ def test_an_incomplete_entry_is_not_a_hit(sessions, tmp_path):
     (entry / "metrics.json").unlink()  # e.g. a copy interrupted by hand
     run = train("ridge", sessions, profile="tiny", out=tmp_path / "b", cache=cache, progress=False)
     assert not run.cache_hit and (entry / "metrics.json").is_file()  # retrained, and the entry is whole again
+
+
+def test_a_run_another_process_is_training_is_waited_for_not_trained_twice(sessions, tmp_path, monkeypatch):
+    """Chapters execute side by side in `make book`: the second to ask for a run waits for the first."""
+    import multiprocessing
+    import shutil
+    import threading
+
+    from mini_decoders.run_cache import claimed
+
+    cache = tmp_path / "cache"
+    first = train("ndt1", sessions, profile="tiny", max_steps=2, out=tmp_path / "a", cache=cache, progress=False)
+    (entry,) = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    shutil.move(entry, tmp_path / "stored-later")  # the cache as it is while the first process still trains
+    # The first process: holds the key's claim (as train() does while training), stores the run, lets go.
+    ctx = multiprocessing.get_context("fork")
+    holding, release = ctx.Event(), ctx.Event()
+
+    def trainer():
+        with claimed(cache, entry.name):
+            holding.set()
+            release.wait(30)
+            shutil.move(tmp_path / "stored-later", entry)
+
+    process = ctx.Process(target=trainer)
+    process.start()
+    try:
+        assert holding.wait(30)
+        forbid_fitting(monkeypatch, "ndt1")  # waiting, then copying, is right; training it again is not
+        threading.Timer(1.0, release.set).start()
+        second = train("ndt1", sessions, profile="tiny", max_steps=2, out=tmp_path / "b", cache=cache, progress=False)
+    finally:
+        release.set()
+        process.join(30)
+    assert second.cache_hit and second.metrics == first.metrics
