@@ -75,8 +75,17 @@ test: $(STAMP)
 	$(DATA_ENV) MINI_DECODERS_PROFILE=tiny $(KERNEL_LOCK) $(PY) -m pytest -q -p no:cacheprovider \
 		--nbval-lax --nbval-cell-timeout=900 tests notebooks
 
+# The chapters execute side by side first, JOBS at a time (default: one per CPU core, each kernel on
+# cores/JOBS threads), into the execution cache jupyter-book reads; the build then executes none and
+# only renders. `make book JOBS=1` executes them one at a time. A chapter that fails stops the build
+# here; the ones that ran stay cached, so the rerun executes only what failed.
+JOBS ?=
+EXECUTE_CHAPTERS ?= $(PY) book/execute_chapters.py
+BOOK_ENV = $(DATA_ENV) $(LADDER_ENV) $(BENCHMARK_ENV) $(CACHE_ENV)
+
 book: $(STAMP)
-	$(DATA_ENV) $(LADDER_ENV) $(BENCHMARK_ENV) $(CACHE_ENV) $(KERNEL_LOCK) $(VENV)/bin/jupyter-book build . --keep-going
+	$(BOOK_ENV) $(KERNEL_LOCK) $(EXECUTE_CHAPTERS) $(if $(JOBS),--jobs $(JOBS))
+	$(BOOK_ENV) $(KERNEL_LOCK) $(VENV)/bin/jupyter-book build . --keep-going
 	@# each chapter's measured run time beside the budget its introduction states
 	-$(PY) benchmarks/book_times.py
 	@echo "book: open _build/html/index.html"

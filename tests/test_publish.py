@@ -83,7 +83,7 @@ def replay(tmp_path):
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     log = tmp_path / "calls.jsonl"
-    for program in ("mini-decoders", "jupyter-book"):
+    for program in ("mini-decoders", "jupyter-book", "execute-chapters"):
         path = venv / "bin" / program
         path.write_text(STAND_IN.format(python=sys.executable, log=str(log)))
         path.chmod(0o755)
@@ -106,6 +106,7 @@ def replay(tmp_path):
             for command in make_commands(step):
                 # the real Makefile; no install (STAMP), no machine-wide kernel lock, no ../shared beside it
                 overrides = [f"VENV={venv}", f"PY={sys.executable}", "STAMP=", "KERNEL_LOCK=",
+                             f"EXECUTE_CHAPTERS={venv / 'bin' / 'execute-chapters'}",
                              f"SHARED_DATA={tmp_path / 'no-shared-folder'}"]
                 done = subprocess.run(["make", "-s", "-f", str(ROOT / "Makefile"), *command[1:], *overrides],
                                       cwd=checkout, env=env, capture_output=True, text=True, timeout=300)
@@ -126,7 +127,12 @@ def test_the_build_fetches_every_small_recording_then_builds_with_both_tables_an
     assert sorted(call["args"][2] for call in fetches) == sorted(names(DataEntry))
     books = [call for call in calls if call["program"] == "jupyter-book"]
     assert len(books) == 1 and calls.index(books[0]) > calls.index(fetches[-1])
+    # the chapters execute (side by side) before jupyter-book renders them, with the same data and tables
+    executions = [call for call in calls if call["program"] == "execute-chapters"]
+    assert len(executions) == 1 and calls.index(fetches[-1]) < calls.index(executions[0]) < calls.index(books[0])
     given = books[0]["env"]
+    assert {key: value for key, value in executions[0]["env"].items() if key.startswith("MINI_DECODERS_")} == {
+        key: value for key, value in given.items() if key.startswith("MINI_DECODERS_")}
     cache = Path(fetches[0]["cwd"], fetches[0]["args"][fetches[0]["args"].index("--cache") + 1]).resolve()
     assert all(call["args"][3:] == ["--cache", fetches[0]["args"][4]] for call in fetches)
     assert Path(given.get("MINI_DECODERS_DATA", "")).resolve() == cache, given
@@ -204,8 +210,8 @@ def test_the_book_the_benchmark_and_the_ladder_share_one_run_cache():
                                   "PAPER_MODELS=ndt1", "ALL_MODELS=ridge", "RUN_CACHE=/some/cache"],
                                  cwd="/", env=env, capture_output=True, text=True, timeout=60)
         assert printed.returncode == 0, printed.stderr
-        folders[target] = re.findall(r"MINI_DECODERS_RUN_CACHE=(\S+)", printed.stdout)
-    assert folders == {target: ["/some/cache"] for target in folders}, folders
+        folders[target] = set(re.findall(r"MINI_DECODERS_RUN_CACHE=(\S+)", printed.stdout))
+    assert folders == {target: {"/some/cache"} for target in folders}, folders
 
 
 # ---------------------------------------------------------------------------- provenance
