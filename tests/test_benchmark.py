@@ -286,6 +286,29 @@ def test_inference_cost_thins_spikes_and_keeps_bins(cli_table, data):
     assert cost["errors"] == []
 
 
+def test_the_units_sweep_fits_a_model_that_needs_it_for_one_step_not_its_recipe(data, monkeypatch):
+    """NDT2 learns its session context in fit, so the units sweep fits each fresh model once: one step,
+    not the recipe's (a quick-profile chapter 8 spent four minutes training NDT2 four times here)."""
+    from mini_decoders.models.ndt2 import NDT2
+    from mini_decoders.run import as_sessions
+
+    session = as_sessions(data[0])[0]
+    model = NDT2.build([session], NDT2.recipe_config("tiny"))
+    assert model.config["max_steps"] > 1
+    steps = []
+    fit = NDT2.fit
+
+    def counted(self, *args, **kwargs):
+        history = fit(self, *args, **kwargs)
+        steps.append(history["steps"])
+        return history
+
+    monkeypatch.setattr(NDT2, "fit", counted)
+    cost = inference_cost(model, session, lengths=(), fractions=(), units=(10, 20), n_windows=2, repeats=1)
+    assert steps == [1, 1]
+    assert all(s is not None and s > 0 for s in cost["units"]["seconds"]) and cost["errors"] == []
+
+
 def test_steps_for_budget_caps_at_the_recipe(data):
     from mini_decoders.run import as_sessions
 

@@ -201,6 +201,9 @@ def inference_cost(model, session: Session, *, lengths: Sequence[float], fractio
             errors.pop()
             try:
                 config = {**fresh.config, "max_steps": 1, "warmup_steps": 1, "val_every": None, "checkpoint_every": None}
+                # Most models train with the config they were built with (self.config), not fit's
+                # argument: without this NDT2 ran its whole recipe here (800 steps, ~60 s per point).
+                fresh.config = config
                 fresh.fit([simulated], config, out_dir=None, progress=False)
                 seconds = point(fresh, view, len(view.trials))
             except Exception as error:
