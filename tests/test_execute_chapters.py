@@ -52,14 +52,16 @@ def test_make_book_executes_the_chapters_before_jupyter_book_builds():
     assert execute < build
 
 
-def chapter(code: str) -> nbformat.NotebookNode:
+def chapter(code: str, budget: int | None = None) -> nbformat.NotebookNode:
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.cells = [nbformat.v4.new_markdown_cell("# A chapter"), nbformat.v4.new_code_cell(code)]
+    intro = "# A chapter" + (f"\n\nRun time: against a budget of {budget} min (quick profile, 2-core CPU)."
+                             if budget else "")
+    notebook.cells = [nbformat.v4.new_markdown_cell(intro), nbformat.v4.new_code_cell(code)]
     return notebook
 
 
-def book(folder: Path, codes: dict[str, str]) -> list[Path]:
+def book(folder: Path, codes: dict[str, str], budgets: dict[str, int] | None = None) -> list[Path]:
     """A book in ``folder`` whose chapters run ``codes``; its notebooks, in the toc's order."""
     (folder / "_config.yml").write_text("execute:\n  execute_notebooks: cache\n  timeout: 120\n"
                                         "  exclude_patterns: ['skipped/*']\n")
@@ -71,7 +73,7 @@ def book(folder: Path, codes: dict[str, str]) -> list[Path]:
     (folder / "_toc.yml").write_text(json.dumps(toc))
     paths = []
     for name, code in codes.items():
-        nbformat.write(chapter(code), folder / f"{name}.ipynb")
+        nbformat.write(chapter(code, (budgets or {}).get(name)), folder / f"{name}.ipynb")
         paths.append(folder / f"{name}.ipynb")
     return paths
 
@@ -115,3 +117,21 @@ def test_a_failed_chapter_is_not_cached_and_the_others_are(tmp_path, capsys):
     with pytest.raises(KeyError):
         cache.match_cache_notebook(nbformat.read(bad, as_version=4))
     assert "ValueError" in (tmp_path / "_build" / "execute_chapters" / "bad.log").read_text()
+
+
+def test_the_longest_chapter_starts_first_by_its_budget_then_by_its_last_run(tmp_path, capsys):
+    """Started last, a long chapter runs alone at the end while the other core waits (chapter 10 did)."""
+    short, long, unknown = book(tmp_path, {"short": TIMED.replace("3", "0") + " # s", "long": TIMED.replace("3", "0"),
+                                           "unknown": "print('{}')"}, budgets={"short": 2, "long": 9})
+    cache = get_cache(tmp_path / "_build" / ".jupyter_cache")
+    estimates = {path: execute_chapters.estimated_seconds(cache, path) for path in (short, long, unknown)}
+    assert estimates == {short: 120.0, long: 540.0, unknown: 60.0}
+    assert execute_chapters.longest_first([unknown, short, long], estimates) == [long, short, unknown]
+    assert execute_chapters.main(["--root", str(tmp_path), "--jobs", "1"]) == 0
+    runs = {path.stem: printed(cache.merge_match_into_notebook(nbformat.read(path, as_version=4))[1])
+            for path in (short, long)}
+    assert runs["long"]["start"] < runs["short"]["start"]
+    # once executed, a chapter's own last run time is its estimate (the budget was only a guess)
+    measured = execute_chapters.estimated_seconds(cache, long)
+    assert measured < 60 and measured == cache.match_cache_notebook(nbformat.read(long, as_version=4)).data[
+        "execution_seconds"]
