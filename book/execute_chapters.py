@@ -42,9 +42,6 @@ from pathlib import Path
 import nbformat
 import yaml
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
 def read_settings(root: Path) -> dict:
     """What ``_config.yml``'s ``execute`` section says, with jupyter-book's defaults."""
     config = yaml.safe_load((root / "_config.yml").read_text()) or {}
@@ -116,23 +113,29 @@ def longest_first(paths: list[Path], estimates: dict[Path, float]) -> list[Path]
     return sorted(paths, key=lambda path: -estimates[path])
 
 
-def execute_notebook(path: str, cwd: str, timeout: int, allow_errors: bool, threads: int) -> dict:
-    """Execute one notebook in a fresh kernel (in a worker process); its executed JSON and time, or its error."""
+def execute_notebook(path: str, cwd: str | None, timeout: int, allow_errors: bool, threads: int) -> dict:
+    """Execute one notebook in a fresh kernel (in a worker process); its executed JSON and time, or its error.
+
+    ``cwd``: the kernel's working folder; None: a temporary one, removed afterwards (``run_in_temp``).
+    """
     from jupyter_cache.executors.utils import single_nb_execution
     from jupyter_client.manager import AsyncKernelManager
     from jupyter_core.utils import run_sync
 
-    os.environ.update({name: str(threads) for name in THREAD_VARIABLES})  # the kernel inherits them
+    from mini_decoders.training.device import thread_environment
+
+    os.environ.update(thread_environment(threads))  # the kernel inherits them
     notebook = nbformat.read(path, as_version=4)
     name = Path(path).stem
     print(f"execute_chapters: {name} started", flush=True)
     sockets = tempfile.mkdtemp(prefix="md-kernel-")  # IPC sockets: kernel-1, kernel-2, ... in here
+    scratch = None if cwd is not None else tempfile.mkdtemp(prefix="md-chapter-")
     kernel = AsyncKernelManager(kernel_name=notebook.metadata.get("kernelspec", {}).get("name", "python3"))
     if os.name == "posix":
         kernel.transport, kernel.ip = "ipc", os.path.join(sockets, "kernel")
     started = time.perf_counter()
     try:
-        result = single_nb_execution(notebook, cwd=cwd, timeout=timeout, allow_errors=allow_errors,
+        result = single_nb_execution(notebook, cwd=cwd or scratch, timeout=timeout, allow_errors=allow_errors,
                                      meta_override=True, km=kernel)
         error = None if result.err is None else _one_line(result.err)
         traceback = result.exc_string
@@ -141,7 +144,9 @@ def execute_notebook(path: str, cwd: str, timeout: int, allow_errors: bool, thre
     finally:
         if kernel.has_kernel:  # nbclient shuts down only the kernels it created itself
             run_sync(kernel.shutdown_kernel)(now=True)
-        shutil.rmtree(sockets, ignore_errors=True)
+        for folder in (sockets, scratch):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
     return {"notebook": nbformat.writes(notebook), "seconds": time.perf_counter() - started,
             "error": error, "traceback": traceback}
 
@@ -200,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = {}
         for path in todo:  # the pool takes them in this order
-            cwd = tempfile.mkdtemp() if settings["in_temp"] else str(path.parent)
+            cwd = None if settings["in_temp"] else str(path.parent)
             futures[pool.submit(execute_notebook, str(path), cwd, settings["timeout"], settings["allow_errors"],
                                 threads)] = path
         for future in as_completed(futures):

@@ -33,6 +33,7 @@ from mini_decoders.course.notebooks import cell_tags, require, top_level_functio
 from mini_decoders.course.outcomes import PartialCredit
 from mini_decoders.course.registry import ASSIGNMENTS
 from mini_decoders.errors import DataError
+from mini_decoders.training.device import thread_environment
 from mini_decoders.training.profiles import resolve_profile
 
 
@@ -227,7 +228,7 @@ def grade(submission: str | Path, assignment: int, *, cell_timeout: int = 300, p
                                               "traceback": []},
                             resources={"metadata": {"path": str(path.resolve().parent)}})
     died = None
-    with _environment(MINI_DECODERS_PROFILE=profile, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"):
+    with _environment(MINI_DECODERS_PROFILE=profile, **thread_environment(1)):
         try:
             client.execute()
         except Exception as error:  # the kernel died (a crash, os._exit, out of memory): report, do not raise

@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 from mini_decoders.files import write_json_atomic
 from mini_decoders.models.recipes import ladder as recipe_ladder
 from mini_decoders.models.registry import get_model
+from mini_decoders.training.device import thread_environment
 
 FORMAT = "mini_decoders.benchmark/1"
 
@@ -241,7 +242,7 @@ def run_python_module(module: str, args: Sequence[str], log_path: Path, threads:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+        env.update(thread_environment(threads))
     with open(log_path, "w") as log:
         process = subprocess.Popen([sys.executable, "-m", module, *args], stdout=log, stderr=subprocess.STDOUT, env=env)
         try:

@@ -18,6 +18,15 @@ from mini_decoders.errors import RunError
 from mini_decoders.training.distributed import world_info
 
 
+# The variables that cap a process's BLAS / OpenMP threads; torch reads OMP_NUM_THREADS at start-up.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    """Environment variables that give a child process (a worker, a Jupyter kernel) ``threads`` CPU threads."""
+    return {name: str(int(threads)) for name in THREAD_VARIABLES}
+
+
 def select_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     """The torch device for a device string: ``auto`` picks cuda, else mps, else cpu.
 
